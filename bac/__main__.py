@@ -1,0 +1,65 @@
+"""Command line: `python -m bac run|synth|predict ...` (also installed as the `bac` script)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="bac", description="Bone age assessment: reproduce five papers' methods.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="execute the notebooks headless (papermill) and regenerate reports/")
+    r.add_argument("--profile", default="demo", choices=["smoke", "demo", "full"])
+    r.add_argument("--only", help="notebook name globs, comma-separated (e.g. '01_*,10_*')")
+    r.add_argument("--data-dir", default="", help="the real RSNA data (default: $BAC_DATA_DIR or synthetic)")
+    r.add_argument("--out", help="output directory (default: reports/)")
+    r.add_argument("--jobs", type=int, default=1, help="notebooks run at once")
+    r.add_argument("--timeout", type=float, default=3600, help="wall-clock seconds per notebook")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--set", dest="overrides", default="", help="profile overrides, e.g. 'epochs=2,size=128'")
+    r.add_argument("--dry-run-full", action="store_true",
+                   help="full architectures and resolutions, a couple of steps on a few images")
+    r.add_argument("--no-progress", action="store_true")
+
+    s = sub.add_parser("synth", help="write the synthetic phantom data set in the RSNA layout")
+    s.add_argument("--out", required=True)
+    s.add_argument("--n", type=int, help="total images, split 80/10/10 (or give the three counts)")
+    s.add_argument("--n-train", type=int, default=800)
+    s.add_argument("--n-val", type=int, default=100)
+    s.add_argument("--n-test", type=int, default=100)
+    s.add_argument("--size", type=int, default=512, help="long side in pixels")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=None)
+
+    pr = sub.add_parser("predict", help="bone age of radiographs with a trained model")
+    pr.add_argument("images", nargs="+")
+    pr.add_argument("--sex", choices=["M", "F", "m", "f"], help="required unless every image is a DICOM with PatientSex")
+    pr.add_argument("--model", default="li2021", help="model id or a checkpoint (.safetensors)")
+    pr.add_argument("--out", default="predictions")
+
+    a = p.parse_args(argv)
+    if a.cmd == "run":
+        from bac.runner import run
+        outcomes = run(profile=a.profile, only=a.only, data_dir=a.data_dir, out=a.out, jobs=a.jobs,
+                       timeout=a.timeout, dry_run_full=a.dry_run_full, overrides=a.overrides, seed=a.seed,
+                       progress=not a.no_progress)
+        return 1 if any(o.status != "ok" for o in outcomes) else 0
+    if a.cmd == "synth":
+        from bac.data import synth
+        n_train, n_val, n_test = a.n_train, a.n_val, a.n_test
+        if a.n:
+            n_val = n_test = max(1, a.n // 10)
+            n_train = a.n - n_val - n_test
+        out = synth.make_dataset(a.out, n_train=n_train, n_val=n_val, n_test=n_test, long_side=a.size,
+                                 seed=a.seed, workers=a.workers)
+        print(f"wrote {n_train + n_val + n_test} synthetic radiographs to {out}")
+        return 0
+    if a.cmd == "predict":
+        from bac.predict import main as predict_main
+        return predict_main(a)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
