@@ -21,9 +21,12 @@ def main(argv=None) -> int:
     r.add_argument("--dry-run-full", action="store_true",
                    help="full architectures and resolutions, a couple of steps on a few images")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--notebooks", default=None, help="notebook folder (default: the repo's notebooks/)")
 
     s = sub.add_parser("synth", help="write the synthetic phantom data set in the RSNA layout")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", help="output folder (RSNA layout); omit with --profile to build the built-in set")
+    s.add_argument("--profile", choices=["smoke", "demo", "full"],
+                   help="build the built-in synthetic set of this profile (what `make reports` and the notebooks use)")
     s.add_argument("--n", type=int, help="total images, split 80/10/10 (or give the three counts)")
     s.add_argument("--n-train", type=int, default=800)
     s.add_argument("--n-val", type=int, default=100)
@@ -43,10 +46,17 @@ def main(argv=None) -> int:
         from bac.runner import run
         outcomes = run(profile=a.profile, only=a.only, data_dir=a.data_dir, out=a.out, jobs=a.jobs,
                        timeout=a.timeout, dry_run_full=a.dry_run_full, overrides=a.overrides, seed=a.seed,
-                       progress=not a.no_progress)
+                       progress=not a.no_progress, **({"notebook_dir": a.notebooks} if a.notebooks else {}))
         return 1 if any(o.status != "ok" for o in outcomes) else 0
     if a.cmd == "synth":
         from bac.data import synth
+        if a.profile and not a.out:
+            from bac.config import resolve
+            from bac.data import ensure_synthetic
+            print(f"built-in synthetic set ({a.profile}): {ensure_synthetic(resolve(a.profile))}")
+            return 0
+        if not a.out:
+            p.error("synth needs --out DIR (or --profile P for the built-in set)")
         n_train, n_val, n_test = a.n_train, a.n_val, a.n_test
         if a.n:
             n_val = n_test = max(1, a.n // 10)

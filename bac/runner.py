@@ -149,7 +149,7 @@ def _child(nb: str, executed: str, params: str, status_file: str, progress: str)
                             cwd=str(Path(nb).parent), kernel_name="python3", log_output=False)
     except pm.PapermillExecutionError as err:
         first = (err.source or "").strip().splitlines()[:1]
-        status = dict(status="failed", detail=f"cell {err.cell_index} (In [{err.exec_count}]) raised {err.ename}: "
+        status = dict(status="failed", detail=f"cell {err.cell_index} of the executed copy (In [{err.exec_count}]) raised {err.ename}: "
                                               f"{err.evalue} | source: {first[0][:100] if first else ''} "
                                               f"| executed copy: {executed}")
     except Exception as err:  # kernel death, bad notebook JSON, ...

@@ -1,0 +1,47 @@
+# Two commands: `make reports` (set up + the main job) and `make test`. See README.md.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PROFILE ?= demo
+# pip's notes about local index folders it skips are noise here
+QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: setup data reports test smoke dry-run-full lab bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@echo "== creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version))"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -e . 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -c "import torch, torchvision.ops, timm, fastai, papermill; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| ops ok')"
+	touch $@
+
+data: setup
+	$(BIN)/python -m bac synth --profile $(PROFILE)
+
+# The main job: every notebook under the demo profile on the built-in synthetic data -> reports/
+reports: data
+	$(BIN)/python -m bac run --profile $(PROFILE)
+
+# Unit tests, the exploration notebook through nbval, and every other notebook once through the runner (smoke)
+test: setup
+	BAC_OUT_DIR=$(CURDIR)/build/test-reports $(BIN)/python -m pytest tests notebooks/01_data_exploration.ipynb --nbval-lax -p no:cacheprovider
+
+smoke: setup
+	$(BIN)/python -m bac run --profile smoke --out build/smoke
+
+dry-run-full: setup
+	$(BIN)/python -m bac run --dry-run-full --out build/dry-run-full
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/
+
+bench: setup
+	$(BIN)/python benchmarks/bench_synth.py
+	$(BIN)/python benchmarks/bench_preprocess.py
+
+clean:
+	rm -rf build data/prepared
