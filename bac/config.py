@@ -26,7 +26,7 @@ COMMON = {
     "demo": dict(synth=dict(n_train=1200, n_val=160, n_test=200, long_side=384), bs=32, epochs=8,
                  max_steps=None, limit=None, workers=2, device="auto"),
     "full": dict(synth=dict(n_train=48, n_val=16, n_test=16, long_side=1600), bs=32, epochs=100,
-                 max_steps=None, limit=None, workers=8, device="auto"),
+                 max_steps=None, limit=None, workers=8, device="auto", gpus=1),
 }
 
 # What `dry_run=True` changes (only meaningful with the full profile).

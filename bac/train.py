@@ -124,8 +124,12 @@ def learner(dls, model: nn.Module, loss_func=l1_loss, opt_func=None, cbs=None, c
     cbs = list(cbs or [])
     if cfg is not None and cfg.get("max_steps"):
         cbs.append(MaxSteps(cfg["max_steps"]))
-    return Learner(dls, model, loss_func=loss_func, opt_func=opt_func or Adam, metrics=[mae_months], cbs=cbs,
-                   path=Path(tempfile.gettempdir()) / "bac-learner", wd=wd)
+    learn = Learner(dls, model, loss_func=loss_func, opt_func=opt_func or Adam, metrics=[mae_months], cbs=cbs,
+                    path=Path(tempfile.gettempdir()) / "bac-learner", wd=wd)
+    if cfg is not None and int(cfg.get("gpus", 1) or 1) > 1 and torch.cuda.device_count() > 1:
+        import fastai.distributed  # noqa: F401  (adds Learner.to_parallel)
+        learn.to_parallel()
+    return learn
 
 
 @torch.no_grad()
