@@ -35,10 +35,10 @@ DRY_RUN = dict(max_steps=2, limit=4, epochs=1, bs=2)
 # One section per notebook/paper. Each section lists the settings of the three profiles; keys absent
 # from a profile fall back to COMMON. Paper settings are quoted in the `full` row.
 PAPERS: dict[str, dict[str, dict]] = {
-    "data": {
-        "smoke": dict(figure_n=8),
-        "demo": dict(figure_n=12),
-        "full": dict(figure_n=12),
+    "data": {  # notebooks/01: images read for the statistics, sample grid size, strip resolution
+        "smoke": dict(figure_n=6, stats_n=48, low_contrast=60, strip_px=160),
+        "demo": dict(figure_n=12, stats_n=400, low_contrast=60, strip_px=256),
+        "full": dict(figure_n=12, stats_n=2000, low_contrast=60, strip_px=512),
     },
     "preprocess": {
         "smoke": dict(size=96, n_show=3, bench_n=4),
@@ -48,7 +48,36 @@ PAPERS: dict[str, dict[str, dict]] = {
     "ren2019": {"smoke": {}, "demo": {}, "full": {}},
     "li2021": {"smoke": {}, "demo": {}, "full": {}},
     "chen2022": {"smoke": {}, "demo": {}, "full": {}},
-    "liu2024": {"smoke": {}, "demo": {}, "full": {}},
+    # liu2024 (2M-Net). Experiments are named q<input queue>[+s<spatial stages>][+c<channel stages>]
+    # (bac.models.liu2024.parse_experiment); stages as in the paper: 1 = stem, 2-5 = ResNet's groups.
+    # Boys: resize to `resize`, centre-crop `size`; girls: resize to `size` (the paper's 512/448 and 448).
+    # smoke/demo: a stand-in ResNet-18 (1 block per group, 16-128 channels, from scratch) on small
+    # images, a higher lr for few epochs, and the subset (1) vs (4, 2, 1) vs the full model.
+    "liu2024": {
+        "smoke": dict(backbone="resnet18", backbone_kw=dict(layers=[1, 1, 1, 1], channels=(16, 32, 64, 128),
+                      stem_width=16), pretrained=False, pretrained_file="", pipeline="plain", resize=80,
+                      size=64, boys_geometry="crop", girls_geometry="resize", multiscale=(3, 4, 5), hidden=64,
+                      bs=16, epochs=1, lr=0.02, warmup_epochs=0, warmup_lr=0.002, lr_drop_every=30,
+                      momentum=0.9, wd=1e-4, augment=dict(rotate=15, flip=True, gamma=0.2),
+                      experiments=["q1", "q421", "q421+s3+c45"], final="q421+s3+c45", n_queries=3),
+        "demo": dict(backbone="resnet18", backbone_kw=dict(layers=[1, 1, 1, 1], channels=(16, 32, 64, 128),
+                     stem_width=16), pretrained=False, pretrained_file="", pipeline="plain", resize=128,
+                     size=112, boys_geometry="crop", girls_geometry="resize", multiscale=(3, 4, 5), hidden=64,
+                     bs=32, epochs=8, lr=0.02, warmup_epochs=1, warmup_lr=0.002, lr_drop_every=6,
+                     momentum=0.9, wd=1e-4, augment=dict(rotate=15, flip=True, gamma=0.2),
+                     experiments=["q1", "q421", "q421+s3+c45"], final="q421+s3+c45", n_queries=3),
+        # The paper: ImageNet ResNet-18, 448 x 448, SGD momentum 0.9, wd 1e-4, batch 64, 130 epochs, warm-up
+        # 5 epochs from 0.001, lr 0.0025 divided by 10 every 30 epochs; Tables 3-5 and the combined model.
+        "full": dict(backbone="resnet18", backbone_kw={}, pretrained=True, pretrained_file="", pipeline="plain",
+                     resize=512, size=448, boys_geometry="crop", girls_geometry="resize", multiscale=(3, 4, 5),
+                     hidden=256, bs=64, epochs=130, lr=0.0025, warmup_epochs=5, warmup_lr=0.001,
+                     lr_drop_every=30, momentum=0.9, wd=1e-4, augment=dict(rotate=15, flip=True, gamma=0.2),
+                     experiments=["q1", "q21", "q421", "q8421", "q421+s2", "q421+s3", "q421+s4", "q421+s5",
+                                  "q421+c4", "q421+c5", "q421+c45", "q421+s3+c45"],
+                     final="q421+s3+c45", n_queries=4),
+        # CPU check at full size: no weights here; every queue length, the heaviest spatial block, the full model.
+        "dry_run": dict(pretrained=False, experiments=["q1", "q8421", "q421+s2", "q421+s3+c45"]),
+    },
     "zheng2024": {"smoke": {}, "demo": {}, "full": {}},
     "comparison": {"smoke": {}, "demo": {}, "full": {}},
 }
