@@ -123,3 +123,28 @@ def fake_rows():
 def write_image():
     """write_image(path, kind='L', size=(20, 16), seed=0) -> path."""
     return write_image_file
+
+
+def write_dicom(path, pixels, photometric="MONOCHROME2", window=(2048, 1024), slope=1.0, intercept=0.0, sex="M",
+                bits: int = 12) -> Path:
+    """A minimal DICOM file holding uint16 `pixels` (bits stored `bits`), with PatientSex and an optional window."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.PatientSex = sex
+    pixels = np.asarray(pixels, np.uint16)
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return Path(path)

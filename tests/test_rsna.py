@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import write_dicom
+
 from bac.data import rsna, splits
 from bac.data.rsna import DataError
 
@@ -166,25 +168,8 @@ def test_read_image_formats_give_one_convention(tmp_path, write_image, kind, suf
 
 
 def _dicom(path, photometric, window=(2048, 1024), slope=1.0, intercept=0.0, sex="M"):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.PatientSex = sex
-    ds.Rows, ds.Columns = 1, 5
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    if window:
-        ds.WindowCenter, ds.WindowWidth = window
-    ds.PixelData = np.array([[0, 1024, 2048, 3072, 4095]], np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return write_dicom(path, np.array([[0, 1024, 2048, 3072, 4095]], np.uint16), photometric, window, slope,
+                       intercept, sex)
 
 
 def test_dicom_windowing_and_monochrome1_inversion(tmp_path):

@@ -4,7 +4,14 @@
 row. Each image is prepared once per (content hash of the file, pipeline, parameters) and stored under
 `<cache>/prepared/`; later calls (other notebooks, epochs, runs) read the small arrays back instead of
 decoding full-size radiographs. A pipeline is a function `fn(image uint8 HxW, size, **params) -> uint8
-(C, size, size)` registered with `@register("name")`.
+(C, size, size)` registered with `@register("name")`; one that localises the hand registers its
+`locate(image, size, **params)` too, and records where it cropped (and whether it fell back to the whole
+image) with `note`: `prepare.last_info` / `prepare.last_stats` show it, cache hits included.
+
+Pipelines: 'plain' (whole image), 'equalize' (+ CLAHE option), 'li2021' (unsupervised segmentation crop),
+'zheng2024' (UNet++ segmentation), 'ren2019' (Faster R-CNN crop + Hessian ridge map, 2 channels).
+`pipeline_params(cfg, df, name)` gives what `prepare` needs for a paper's pipeline (it trains the
+localisers once per data set and profile).
 
 Used in: notebooks/02_preprocessing.ipynb and every paper notebook.
 """
@@ -12,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -19,26 +27,55 @@ from typing import Callable
 import numpy as np
 
 PIPELINES: dict[str, Callable] = {}
+LOCATORS: dict[str, Callable] = {}
+FALLBACKS: Counter = Counter()   # pipeline -> images that fell back to the whole image, this session
+_NOTES: dict = {}
 
 
-def register(name: str):
+def register(name: str, locate: Callable | None = None):
+    """Register a pipeline `fn(image, size, **params)` (and its localiser `locate(image, size, **params)`)."""
     def deco(fn):
         PIPELINES[name] = fn
+        if locate is not None:
+            LOCATORS[name] = locate
         return fn
     return deco
 
 
-def letterbox(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize the long side to `size` (anti-aliased) and pad to a square, centred, with zeros."""
-    from skimage.transform import resize
+def note(**info) -> None:
+    """Record facts about the image being prepared (box, fallback reason); stored beside the cached array."""
+    _NOTES.update(info)
+
+
+# ------------------------------------------------------------------------------------------ geometry
+def resize(image: np.ndarray, shape) -> np.ndarray:
+    """uint8 HxW -> `shape` (H, W), bilinear and anti-aliased (Pillow's resampling: fast on 2000 px images)."""
+    from PIL import Image
+    h, w = int(shape[0]), int(shape[1])
+    if image.shape[:2] == (h, w):
+        return np.ascontiguousarray(image)
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((w, h), Image.BILINEAR))
+
+
+def resize_long(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize so that the long side is `size` px (aspect kept)."""
     h, w = image.shape[:2]
     s = size / max(h, w)
-    nh, nw = max(1, round(h * s)), max(1, round(w * s))
-    small = resize(image, (nh, nw), order=1, anti_aliasing=s < 1, preserve_range=True)
+    return resize(image, (max(1, round(h * s)), max(1, round(w * s))))
+
+
+def pad_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre an image whose long side is at most `size` on a zero (size, size) canvas."""
+    h, w = image.shape[:2]
     out = np.zeros((size, size), np.uint8)
-    top, left = (size - nh) // 2, (size - nw) // 2
-    out[top:top + nh, left:left + nw] = np.clip(np.round(small), 0, 255).astype(np.uint8)
+    top, left = (size - h) // 2, (size - w) // 2
+    out[top:top + h, left:left + w] = image
     return out
+
+
+def letterbox(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize the long side to `size` (anti-aliased) and pad to a square, centred, with zeros."""
+    return pad_square(resize_long(image, size), size)
 
 
 @register("plain")
@@ -47,6 +84,54 @@ def plain(image: np.ndarray, size: int) -> np.ndarray:
     return letterbox(image, size)[None]
 
 
+# ------------------------------------------------------------------------------------------ localisation
+def image_hash(image: np.ndarray) -> str:
+    return hashlib.sha1(str(image.shape).encode() + np.ascontiguousarray(image).tobytes()).hexdigest()[:20]
+
+
+def cached_localisation(method: str, params: dict, image: np.ndarray, fn: Callable, check: dict | None = None) -> dict:
+    """Localise once per image content and `params`, stored under `<cache>/localised/`.
+
+    `fn(image) -> (box or None, mask or None, score)` with the box in `image`'s pixels and the mask (uint8
+    0..255, any resolution) covering the whole image. Returns dict(box, used, reason, mask, score): `used`
+    is the box to crop, the whole image when `reason` says the localisation failed (`boxes.check_box`).
+    """
+    from bac.data import cache_root
+    from bac.preprocess.boxes import check_box
+    path = cache_root() / "localised" / pipeline_key(method, 0, params) / f"{image_hash(image)}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            box = [int(v) for v in z["box"]] or None
+            mask = z["mask"] if z["mask"].size else None
+            score = float(z["score"])
+    else:
+        box, mask, score = fn(image)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, box=np.asarray(box or [], np.int64), score=np.float64(score),
+                            mask=np.zeros(0, np.uint8) if mask is None else np.asarray(mask, np.uint8))
+        tmp.replace(path)
+    h, w = image.shape[:2]
+    reason = check_box(box, image.shape, **(check or {}))
+    return dict(box=box, used=[0, 0, w, h] if reason else box, reason=reason, mask=None if reason else mask,
+                score=score)
+
+
+def locate(image: np.ndarray, pipeline: str, size: int, **params) -> dict:
+    """Where pipeline `pipeline` localises the hand in `image`: dict(box, used, reason, mask, score), boxes in
+    `image`'s pixels (`used` = the whole image after a failure, `reason` = why, '' when it worked)."""
+    if pipeline not in LOCATORS:
+        raise ValueError(f"pipeline {pipeline!r} does not localise; localising pipelines: {', '.join(sorted(LOCATORS))}")
+    return LOCATORS[pipeline](image, size, **params)
+
+
+def fallback_stats(infos: list[dict]) -> dict:
+    """{'n', 'fallbacks', 'reasons': {reason: count}} of a list of `prepare.last_info` entries."""
+    reasons = Counter(i.get("reason") for i in infos if i.get("reason"))
+    return dict(n=len(infos), fallbacks=sum(reasons.values()), reasons=dict(reasons))
+
+
+# ------------------------------------------------------------------------------------------ cache
 def file_hash(path) -> str:
     h = hashlib.sha1()
     with open(path, "rb") as f:
@@ -60,24 +145,40 @@ def pipeline_key(pipeline: str, size: int, params: dict) -> str:
     return f"{pipeline}-{size}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
 
-def _prepare_one(path: str, cache_dir: Path, pipeline: str, size: int, params: dict) -> tuple[np.ndarray, bool]:
+def _prepare_one(path: str, cache_dir: Path, pipeline: str, size: int, params: dict) -> tuple[np.ndarray, bool, dict]:
     from bac.data.rsna import read_image
     target = cache_dir / f"{file_hash(path)}.npy"
+    side = target.with_suffix(".json")
     if target.exists():
-        return np.load(target), True
+        return np.load(target), True, json.loads(side.read_text()) if side.exists() else {}
+    _NOTES.clear()
     out = PIPELINES[pipeline](read_image(path), size, **params)
     if out.dtype != np.uint8 or out.ndim != 3 or out.shape[1:] != (size, size):
         raise ValueError(f"pipeline {pipeline!r} returned {out.dtype} {out.shape} for {path}; "
                          f"expected uint8 (C, {size}, {size})")
+    info = dict(_NOTES)
+    if info:
+        side.write_text(json.dumps(info, default=str))
     tmp = target.with_suffix(".tmp.npy")
     np.save(tmp, out)
     tmp.replace(target)
-    return out, False
+    return out, False, info
+
+
+def _one_thread() -> None:
+    """Worker initialiser: one torch thread per process (the workers are the parallelism)."""
+    import sys
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
 
 
 def prepare(df, pipeline: str = "plain", size: int = 256, workers: int = 1, progress: bool = True,
             cache: bool = True, **params) -> np.ndarray:
-    """Prepared images for every row of `df` (column `path`), from the cache when present."""
+    """Prepared images for every row of `df` (column `path`), from the cache when present.
+
+    Afterwards `prepare.last_hits` counts cache hits, `prepare.last_info` holds each row's notes (box,
+    fallback reason) and `prepare.last_stats` the fallback count (`fallback_stats`).
+    """
     from tqdm.auto import tqdm
     from bac.data import cache_root
     if pipeline not in PIPELINES:
@@ -89,18 +190,76 @@ def prepare(df, pipeline: str = "plain", size: int = 256, workers: int = 1, prog
     bar = dict(total=len(paths), desc=f"prepare {pipeline}@{size}", disable=not progress, leave=False)
     if workers > 1 and len(paths) > 8:
         from concurrent.futures import ProcessPoolExecutor
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, initializer=_one_thread) as pool:
             results = list(tqdm(pool.map(fn, paths, chunksize=8), **bar))
     else:
         results = [fn(p) for p in tqdm(paths, **bar)]
     if not cache:
         for p in paths:
-            (cache_dir / f"{file_hash(p)}.npy").unlink(missing_ok=True)
-    prepare.last_hits = sum(hit for _, hit in results)
-    return np.stack([r for r, _ in results]) if results else np.zeros((0, 1, size, size), np.uint8)
+            for suffix in (".npy", ".json"):
+                (cache_dir / f"{file_hash(p)}{suffix}").unlink(missing_ok=True)
+    prepare.last_hits = sum(hit for _, hit, _ in results)
+    prepare.last_info = [info for _, _, info in results]
+    prepare.last_stats = fallback_stats(prepare.last_info)
+    FALLBACKS[pipeline] += sum(1 for _, hit, info in results if info.get("reason") and not hit)
+    return np.stack([r for r, _, _ in results]) if results else np.zeros((0, 1, size, size), np.uint8)
 
 
 def prepare_splits(df, pipeline: str = "plain", size: int = 256, **kw) -> dict[str, np.ndarray]:
     """`prepare` for each split: {'train': array, 'validation': ..., 'test': ...} aligned with df rows."""
     return {s: prepare(df[df.split == s], pipeline, size, **kw) for s in ("train", "validation", "test")
             if (df.split == s).any()}
+
+
+# ------------------------------------------------------------------------------------------ settings
+def settings(cfg):
+    """The preprocessing settings (`PAPERS['preprocess']`) of `cfg`'s profile; keys that `cfg` itself has
+    (a paper notebook's own section or overrides) win."""
+    from bac.config import resolve
+    s = resolve(cfg["profile"], "preprocess", dry_run=bool(cfg.get("dry_run")), data_dir=cfg.get("data_dir", ""),
+                out_dir=cfg.get("out_dir", ""))
+    for key in s:
+        if key in cfg and key in PARAM_KEYS:
+            s[key] = cfg[key]
+    return s
+
+
+PARAM_KEYS = ("clahe", "margin", "li_size", "li_channels", "li_iters", "det_arch", "det_size", "det_steps",
+              "det_bs", "det_lr", "det_train_n", "unet_encoder", "unet_decoder", "unet_size", "unet_steps", "unet_bs", "unet_lr",
+              "unet_train_n", "ridge", "ridge_sigmas", "ref_n")
+
+
+def pipeline_params(cfg, df, name: str) -> dict:
+    """What `prepare(df, name, size, **params)` needs for pipeline `name` under `cfg`'s profile.
+
+    'zheng2024' and 'ren2019' train their localiser on the training split of `df` when it is not in the
+    cache yet (progress bar), so the returned params carry the model's key; 'ren2019' also carries the
+    reference histogram (quantiles of training images).
+    """
+    s = settings(cfg)
+    if name == "plain":
+        return {}
+    if name == "equalize":
+        return dict(clahe=s.clahe)
+    if name == "li2021":
+        return dict(seg_size=s.li_size, p=s.li_channels, q=s.li_channels, iterations=s.li_iters, margin=s.margin,
+                    clahe=s.clahe)
+    if name == "zheng2024":
+        from bac.preprocess.unetpp import fit_unetpp
+        return dict(unetpp=fit_unetpp(cfg, df), margin=s.margin, clahe=s.clahe)
+    if name == "ren2019":
+        from bac.preprocess.detect import fit_detector, reference_histogram
+        return dict(detector=fit_detector(cfg, df), reference=reference_histogram(cfg, df), ridge=s.ridge,
+                    sigmas=list(s.ridge_sigmas), margin=s.margin)
+    raise ValueError(f"no parameters known for pipeline {name!r}; known: plain, equalize, li2021, zheng2024, ren2019")
+
+
+def training_fingerprint(df) -> str:
+    """A short hash of the rows a localiser is trained on (ids, file names and sizes, labels)."""
+    rows = sorted((int(r.id), Path(r.path).name, Path(r.path).stat().st_size, float(r.boneage))
+                  for r in df.itertuples())
+    return hashlib.sha1(json.dumps(rows).encode()).hexdigest()[:12]
+
+
+# Submodules register their pipelines on import.
+from bac.preprocess import intensity, boxes, ridge, unsupervised, unetpp, detect  # noqa: E402,F401

@@ -1,0 +1,157 @@
+"""Ren 2019's coarse attention: histogram matching, a Faster R-CNN hand box, the crop; fine attention from
+`ridge`. The pipeline 'ren2019' returns both as 2 channels (coarse, fine).
+
+Faster R-CNN (torchvision) with no pretrained weights (none can be downloaded here): the MobileNetV3-FPN
+320 variant at a small size in smoke/demo, the ResNet-50-FPN in `full`. Trained once per data set on hand
+boxes (synthetic ground truth, or boxes of Li 2021 pseudo-masks on real data); Ren et al. drew boxes on
+1,000 images. The box with the highest score is the hand (one hand per film; a second hand is ignored).
+
+Used in: notebooks/02_preprocessing.ipynb, 10_ren2019_regression_cnn (pipeline 'ren2019').
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+ARCHS = {"mobilenet_v3_320": "fasterrcnn_mobilenet_v3_large_320_fpn", "resnet50": "fasterrcnn_resnet50_fpn"}
+
+
+def build_detector(arch: str = "mobilenet_v3_320", size: int = 320):
+    """Faster R-CNN with 2 classes (background, hand) taking images whose long side is `size` px."""
+    from torchvision.models import detection
+    if arch not in ARCHS:
+        raise ValueError(f"unknown detector {arch!r}; choose one of {', '.join(ARCHS)}")
+    # One object per image: far fewer proposals and sampled RoIs than the COCO defaults (2000 / 512) suffice
+    # and make a training step several times cheaper on a CPU.
+    return getattr(detection, ARCHS[arch])(
+        weights=None, weights_backbone=None, num_classes=2, min_size=size, max_size=size, image_mean=[0.5] * 3,
+        image_std=[0.25] * 3, rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=100,
+        rpn_pre_nms_top_n_test=150, rpn_post_nms_top_n_test=50, rpn_batch_size_per_image=64,
+        box_batch_size_per_image=32, box_detections_per_img=5)
+
+
+def _tensor(image: np.ndarray):
+    import torch
+    return torch.from_numpy(image.astype(np.float32) / 255.0)[None].expand(3, -1, -1)
+
+
+def reference_histogram(cfg, df, n: int | None = None) -> list[int]:
+    """The histogram-matching reference: grey-level quantiles pooled over the first `ref_n` training images."""
+    from bac.data.rsna import read_image
+    from bac.preprocess import settings
+    from bac.preprocess.intensity import quantiles
+    train = df[df.split == "train"].sort_values("id").head(n or settings(cfg).ref_n)
+    return quantiles([read_image(p) for p in train.path], n=64)
+
+
+def fit_detector(cfg, df, progress: bool = True) -> str:
+    """Train the hand detector on the training rows of `df` unless the cache has it; returns its key."""
+    import torch
+    from bac.preprocess import settings
+    from bac.preprocess import targets as T
+    from bac.preprocess.intensity import match_histogram
+    s = settings(cfg)
+    steps = s.det_steps if not cfg.get("max_steps") else min(s.det_steps, cfg["max_steps"])
+    reference = reference_histogram(cfg, df)
+    spec = dict(arch=s.det_arch, size=s.det_size, steps=steps, bs=s.det_bs, lr=s.det_lr, n=s.det_train_n,
+                reference=reference, seed=cfg.get("seed", 0))
+    train = df[df.split == "train"]
+    key = T.model_key("detector", spec, train.sort_values("id").head(s.det_train_n))
+    if (T.model_dir(key) / "meta.json").exists():
+        return key
+    data = T.training_targets(cfg, df, s.det_size, s.det_train_n, workers=cfg.get("workers", 1), progress=progress)
+    images = [_tensor(match_histogram(im, reference)) for im in data["images"]]
+    boxes = [torch.tensor([b], dtype=torch.float32) for b in data["boxes"]]
+    torch.manual_seed(spec["seed"])
+    model = build_detector(s.det_arch, s.det_size)
+
+    def loss_of_batch(idx, rng):
+        xs, ts = [], []
+        for i in idx:
+            x, b = images[i], boxes[i].clone()
+            if rng.random() < 0.5:  # horizontal flip (a right hand, or a mirrored film)
+                w = x.shape[-1]
+                x, b = x.flip(-1), b[:, [2, 1, 0, 3]] * torch.tensor([-1, 1, -1, 1]) + torch.tensor([w, 0, w, 0])
+            xs.append(x)
+            ts.append(dict(boxes=b, labels=torch.ones(1, dtype=torch.int64)))
+        return sum(model(xs, ts).values())
+
+    losses = T.train_steps(model, loss_of_batch, len(images), steps, s.det_bs, s.det_lr, spec["seed"],
+                           desc="fit Faster R-CNN", progress=progress)
+    T.save(model, key, dict(spec, kind="detector", targets=data["source"], n_images=len(images),
+                            skipped=data["skipped"], final_loss=float(np.mean(losses[-10:])) if losses else None))
+    return key
+
+
+@lru_cache(maxsize=2)
+def load_detector(key: str):
+    from bac.preprocess import targets as T
+    meta = T.meta_of(key)
+    return T.load(build_detector(meta["arch"], meta["size"]), key), meta
+
+
+def detect(image: np.ndarray, key: str) -> tuple[list[int] | None, float]:
+    """(best hand box in `image`'s pixels or None, its score) from the detector `key`."""
+    import torch
+    from bac.preprocess import resize_long
+    from bac.preprocess.boxes import scale_box
+    model, meta = load_detector(key)
+    small = resize_long(image, meta["size"])
+    with torch.no_grad():
+        out = model([_tensor(small)])[0]
+    if len(out["boxes"]) == 0:
+        return None, 0.0
+    x0, y0, x1, y1 = out["boxes"][0].tolist()  # sorted by score
+    box = scale_box([x0, y0, x1, y1], small.shape, image.shape)
+    return box, float(out["scores"][0])
+
+
+def work_image(image: np.ndarray, size: int, reference) -> np.ndarray:
+    """Ren's first step on a reduced copy (long side 2 x `size`, or the original if smaller): histogram
+    matching to the reference; the crop is taken from it."""
+    from bac.preprocess import resize_long
+    from bac.preprocess.intensity import match_histogram
+    return match_histogram(resize_long(image, min(max(image.shape), 2 * size)), reference)
+
+
+def locate_ren(image: np.ndarray, size: int = 256, detector: str = "", reference=None, min_score: float = 0.3,
+               **_) -> dict:
+    """Faster R-CNN box on the histogram-matched image, in `image`'s pixels (cached per image)."""
+    from bac.preprocess import cached_localisation
+    from bac.preprocess.boxes import scale_box
+    if not detector or reference is None:
+        raise ValueError("pipeline 'ren2019' needs detector=<key> and reference=<quantiles>: use "
+                         "bac.preprocess.pipeline_params(cfg, df, 'ren2019')")
+    work = work_image(image, size, reference)
+
+    def run(img):
+        box, score = detect(img, detector)
+        return (box if score >= min_score else None), None, score
+    loc = cached_localisation("detector", dict(key=detector, min_score=min_score), work, run)
+    for k in ("box", "used"):
+        loc[k] = scale_box(loc[k], work.shape, image.shape) if loc[k] else loc[k]
+    loc["work"] = work
+    return loc
+
+
+def _register():
+    from bac.preprocess import note, pad_square, register, resize_long
+    from bac.preprocess.boxes import crop_to_box, scale_box
+    from bac.preprocess.ridge import ridge_map
+
+    @register("ren2019", locate=locate_ren)
+    def ren2019(image: np.ndarray, size: int, detector: str = "", reference=None, ridge: str = "frangi",
+                sigmas=(1.0, 2.0, 4.0), margin: float = 0.02, min_score: float = 0.3) -> np.ndarray:
+        """Histogram matching -> Faster R-CNN crop (coarse attention) and its Hessian ridge map (fine
+        attention), each letterboxed: (2, size, size). `sigmas` are in pixels at size 256 (scaled)."""
+        loc = locate_ren(image, size, detector=detector, reference=reference, min_score=min_score)
+        work = loc["work"]
+        crop, used = crop_to_box(work, scale_box(loc["used"], image.shape, work.shape), margin)
+        note(box=loc["box"], crop=scale_box(used, work.shape, image.shape), reason=loc["reason"], score=loc["score"])
+        coarse = resize_long(crop, size)
+        fine = ridge_map(coarse, ridge, [s * size / 256 for s in sigmas])
+        return np.stack([pad_square(coarse, size), pad_square(fine, size)])
+
+
+_register()

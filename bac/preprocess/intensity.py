@@ -1,0 +1,68 @@
+"""Intensity standardisation: global histogram equalisation, CLAHE, histogram matching (scikit-image).
+
+Li 2021 and Zheng 2024 equalise the cropped hand globally; Ren 2019 matches every radiograph's histogram
+to one reference distribution before detection. Images are uint8 HxW in and out.
+
+Used in: notebooks/02_preprocessing.ipynb, 10_ren2019_regression_cnn, 20_li2021_mobilenetv3,
+50_zheng2024_kdaldl (through the pipelines in `bac.preprocess`).
+"""
+from __future__ import annotations
+
+import numpy as np
+from skimage import exposure
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """Float image in [0, 1] -> uint8."""
+    return np.clip(np.rint(np.asarray(x, float) * 255), 0, 255).astype(np.uint8)
+
+
+def equalize(image: np.ndarray, clahe: bool = False, clip_limit: float = 0.01, mask: np.ndarray | None = None,
+             ) -> np.ndarray:
+    """Global histogram equalisation (`clahe=False`) or CLAHE (`clip_limit` as in scikit-image).
+
+    `mask` restricts the histogram to the hand (background pixels then stay dark instead of taking half of
+    the grey levels); pixels outside the mask are set to 0.
+    """
+    image = np.asarray(image)
+    if image.max() == image.min():  # a blank image has no histogram to flatten
+        return np.zeros_like(image, np.uint8)
+    if clahe:
+        out = to_uint8(exposure.equalize_adapthist(image, clip_limit=clip_limit))
+    else:
+        out = to_uint8(exposure.equalize_hist(image, mask=None if mask is None or not mask.any() else mask))
+    if mask is not None:
+        out[~mask.astype(bool)] = 0
+    return out
+
+
+def quantiles(images, n: int = 64, thumb: int = 128) -> list[int]:
+    """`n` evenly spaced grey-level quantiles of the pooled pixels of `images` (each reduced to `thumb` px):
+    a JSON-able reference distribution for `match_histogram` (enters the prepared-image cache key)."""
+    from skimage.transform import resize
+    pix = [resize(im, (thumb, max(1, round(thumb * im.shape[1] / im.shape[0]))), order=1,
+                  preserve_range=True, anti_aliasing=True).ravel() for im in images]
+    if not pix:
+        raise ValueError("quantiles() needs at least one reference image (the training split was empty?)")
+    return [int(round(v)) for v in np.quantile(np.concatenate(pix), np.linspace(0, 1, n))]
+
+
+def match_histogram(image: np.ndarray, reference) -> np.ndarray:
+    """Ren 2019's histogram matching: map `image`'s grey levels so that its histogram follows `reference`
+    (an image, or a list of quantiles from `quantiles`)."""
+    ref = np.asarray(reference)
+    if ref.ndim == 1:
+        ref = ref[None, :]
+    return np.clip(np.rint(exposure.match_histograms(image, ref)), 0, 255).astype(np.uint8)
+
+
+def _register():
+    from bac.preprocess import pad_square, register, resize_long
+
+    @register("equalize")
+    def equalize_pipeline(image: np.ndarray, size: int, clahe: bool = False, clip_limit: float = 0.01) -> np.ndarray:
+        """The whole radiograph letterboxed, equalised (globally, or CLAHE); the padding stays black."""
+        return pad_square(equalize(resize_long(image, size), clahe=clahe, clip_limit=clip_limit), size)[None]
+
+
+_register()

@@ -1,0 +1,119 @@
+"""Zheng 2024's hand segmentation: UNet++ (segmentation-models-pytorch), then the segmented hand, equalised.
+
+UNet++ (Zhou et al. 2018) with a ResNet encoder (no pretrained weights here), trained once per data set on
+hand masks: the synthetic ground truth, or Li 2021 pseudo-masks on real RSNA data (`targets`). The image is
+squashed to `size` x `size` for the network and the probability map stretched back.
+
+Used in: notebooks/02_preprocessing.ipynb, 50_zheng2024_kdaldl (pipeline 'zheng2024').
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+
+def build_unetpp(encoder: str = "resnet18", decoder_channels=(256, 128, 64, 32, 16)):
+    """UNet++, 1 input channel, 1 output logit, random initialisation (encoder_weights=None)."""
+    import segmentation_models_pytorch as smp
+    return smp.UnetPlusPlus(encoder_name=encoder, encoder_weights=None, in_channels=1, classes=1,
+                            decoder_channels=tuple(decoder_channels))
+
+
+def _batch(images, size):
+    import torch
+    from bac.preprocess import resize
+    x = np.stack([resize(im, (size, size)) for im in images]).astype(np.float32)[:, None] / 255.0
+    return (torch.from_numpy(x) - 0.5) / 0.25
+
+
+def fit_unetpp(cfg, df, progress: bool = True) -> str:
+    """Train UNet++ on the training rows of `df` unless the cache has it; returns its key."""
+    import torch
+    from bac.preprocess import settings
+    from bac.preprocess import targets as T
+    s = settings(cfg)
+    steps = s.unet_steps if not cfg.get("max_steps") else min(s.unet_steps, cfg["max_steps"])
+    spec = dict(encoder=s.unet_encoder, decoder=list(s.unet_decoder), size=s.unet_size, steps=steps, bs=s.unet_bs,
+                lr=s.unet_lr, n=s.unet_train_n, seed=cfg.get("seed", 0))
+    train = df[df.split == "train"]
+    key = T.model_key("unetpp", spec, train.sort_values("id").head(s.unet_train_n))
+    if (T.model_dir(key) / "meta.json").exists():
+        return key
+    data = T.training_targets(cfg, df, s.unet_size, s.unet_train_n, workers=cfg.get("workers", 1), progress=progress)
+    torch.manual_seed(spec["seed"])
+    model = build_unetpp(s.unet_encoder, s.unet_decoder)
+    x_all = _batch(data["images"], s.unet_size)
+    y_all = _batch([m.astype(np.uint8) * 255 for m in data["masks"]], s.unet_size) > 0
+    bce = torch.nn.BCEWithLogitsLoss()
+
+    def loss_of_batch(idx, rng):
+        x, y = x_all[idx], y_all[idx].float()
+        if rng.random() < 0.5:
+            x, y = x.flip(-1), y.flip(-1)
+        logits = model(x)
+        p = torch.sigmoid(logits)
+        dice = 1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
+        return bce(logits, y) + dice
+
+    losses = T.train_steps(model, loss_of_batch, len(x_all), steps, s.unet_bs, s.unet_lr, spec["seed"],
+                           desc="fit UNet++", progress=progress)
+    T.save(model, key, dict(spec, kind="unetpp", targets=data["source"], n_images=len(x_all),
+                            skipped=data["skipped"], final_loss=float(np.mean(losses[-10:])) if losses else None))
+    return key
+
+
+@lru_cache(maxsize=2)
+def load_unetpp(key: str):
+    from bac.preprocess import targets as T
+    meta = T.meta_of(key)
+    return T.load(build_unetpp(meta["encoder"], meta["decoder"]), key), meta
+
+
+def predict_mask(image: np.ndarray, key: str) -> np.ndarray:
+    """Hand probability (uint8 0..255) at the network's `size` x `size`, covering the whole image."""
+    import torch
+    model, meta = load_unetpp(key)
+    with torch.no_grad():
+        p = torch.sigmoid(model(_batch([image], meta["size"])))[0, 0].numpy()
+    return np.clip(np.rint(p * 255), 0, 255).astype(np.uint8)
+
+
+def locate_zheng(image: np.ndarray, size: int = 0, unetpp: str = "", **_) -> dict:
+    """UNet++ mask -> largest region -> its box in `image`'s pixels (cached per image)."""
+    from bac.preprocess import cached_localisation
+    from bac.preprocess.boxes import largest_component, mask_to_box, scale_box
+    if not unetpp:
+        raise ValueError("pipeline 'zheng2024' needs unetpp=<key>: use bac.preprocess.pipeline_params(cfg, df, 'zheng2024')")
+
+    def run(img):
+        prob = predict_mask(img, unetpp)
+        mask = largest_component(prob > 127)
+        box = mask_to_box(mask)
+        score = float(prob[mask].mean()) / 255 if mask.any() else 0.0
+        return (scale_box(box, mask.shape, img.shape) if box else None), np.where(mask, prob, 0), score
+    return cached_localisation("unetpp", dict(key=unetpp), image, run)
+
+
+def _register():
+    from bac.preprocess import note, pad_square, register, resize, resize_long
+    from bac.preprocess.boxes import crop_to_box
+    from bac.preprocess.intensity import equalize
+
+    @register("zheng2024", locate=locate_zheng)
+    def zheng2024(image: np.ndarray, size: int, unetpp: str = "", margin: float = 0.02, clahe: bool = False
+                  ) -> np.ndarray:
+        """UNet++ mask -> hand crop (+ margin) with the background zeroed -> equalised inside the hand."""
+        loc = locate_zheng(image, unetpp=unetpp)
+        crop, used = crop_to_box(image, loc["used"], margin)
+        note(box=loc["box"], crop=used, reason=loc["reason"], score=loc["score"])
+        small = resize_long(crop, size)
+        mask = None
+        if loc["mask"] is not None:  # the probability map, stretched over the image, cropped like it
+            x0, y0, x1, y1 = used
+            full = resize(loc["mask"], image.shape)
+            mask = resize(full[y0:y1, x0:x1], small.shape) > 127
+        return pad_square(equalize(small, clahe=clahe, mask=mask), size)[None]
+
+
+_register()

@@ -1,0 +1,130 @@
+"""Li 2021's hand localisation: unsupervised segmentation by differentiable feature clustering.
+
+Kim, Kanezaki & Tanaka, "Unsupervised learning of image segmentation based on differentiable feature
+clustering", IEEE TIP 29:8055 (2020), doi:10.1109/TIP.2020.3011269. Per image, a fresh small CNN (two 3x3
+conv layers with p channels, then a 1x1 conv to q responses + batch norm) is trained for a few
+iterations on L = lambda L_sim + mu L_con: L_sim is the cross-entropy of the responses y_n against their own
+argmax labels c_n, L_con the L1 difference of neighbouring responses (horizontal and vertical). The
+labels c_n are the segmentation. Li 2021: p = q = 90, 50 iterations, lambda = 4, mu = 1, SGD lr 0.1,
+momentum 0.9.
+
+Choices where the papers are silent (notebook 02 says so): the image is reduced to `size` px (long side)
+before segmenting and the box is mapped back to full resolution; the background is the cluster that
+holds most of the image border; the hand is the largest 8-connected region of the other clusters (holes
+filled); iterations stop early once at most `min_labels` clusters remain (Kim & Kanezaki's code does).
+
+Used in: notebooks/02_preprocessing.ipynb, 20_li2021_mobilenetv3 (pipeline 'li2021'); pseudo-masks for
+the trained localisers on real data (`bac.preprocess.pseudo_masks`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def cluster_net(in_ch: int = 1, p: int = 90, q: int = 90, n_conv: int = 2):
+    """Kim & Kanezaki's network: `n_conv` x (3x3 conv, ReLU, BN) with p channels, then 1x1 conv + BN to q."""
+    from torch import nn
+    layers = []
+    for i in range(n_conv):
+        layers += [nn.Conv2d(in_ch if i == 0 else p, p, 3, padding=1, padding_mode="replicate"), nn.ReLU(),
+                   nn.BatchNorm2d(p)]
+    return nn.Sequential(*layers, nn.Conv2d(p, q, 1), nn.BatchNorm2d(q))
+
+
+def cluster(image: np.ndarray, p: int = 90, q: int = 90, iterations: int = 50, lam: float = 4.0, mu: float = 1.0,
+            lr: float = 0.1, min_labels: int = 3, seed: int = 0) -> np.ndarray:
+    """Cluster labels (H, W) of a small uint8 image by training a fresh `cluster_net` on it (Eq. 1-4)."""
+    import torch
+    from torch import nn
+    gen = torch.Generator().manual_seed(seed)
+    net = cluster_net(1, p, q)
+    with torch.no_grad():  # seeded initialisation, independent of the global torch RNG
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                bound = 1 / np.sqrt(m.weight[0].numel())
+                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) * 2 * bound - bound)
+                m.bias.copy_(torch.rand(m.bias.shape, generator=gen) * 2 * bound - bound)
+    x = torch.from_numpy(image.astype(np.float32) / 255.0)[None, None]
+    x = (x - x.mean()) / (x.std() + 1e-6)
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    ce = nn.CrossEntropyLoss()
+    for _ in range(iterations):
+        y = net(x)[0]                                   # (q, H, W) responses y_n
+        labels = y.argmax(0)                            # c_n
+        sim = ce(y.reshape(q, -1).T, labels.reshape(-1))
+        con = (y[:, 1:] - y[:, :-1]).abs().mean() + (y[:, :, 1:] - y[:, :, :-1]).abs().mean()
+        opt.zero_grad()
+        (lam * sim + mu * con).backward()
+        opt.step()
+        if len(torch.unique(labels)) <= min_labels:
+            break
+    with torch.no_grad():
+        return net(x)[0].argmax(0).numpy()
+
+
+def hand_mask(labels: np.ndarray, band: int = 3, share: float = 0.2, max_solidity: float = 0.9,
+              max_peel: int = 4) -> np.ndarray:
+    """The hand in a cluster map: peel off the outer layer (every cluster holding at least `share` of a
+    `band`-px strip along the region's boundary, thin edge clusters included) and keep the largest
+    remaining region; again while that region is still convex like a collimation field (solidity >=
+    `max_solidity`) rather than a hand. All False when nothing is left."""
+    from scipy import ndimage
+    from skimage.measure import regionprops
+    from bac.preprocess.boxes import largest_component
+    region = np.ones(labels.shape, bool)
+    for _ in range(max_peel):
+        strip = labels[region & ~ndimage.binary_erosion(region, iterations=band, border_value=0)]
+        counts = np.bincount(strip, minlength=labels.max() + 1)
+        outer = np.flatnonzero(counts >= share * max(len(strip), 1))
+        region = largest_component(region & ~np.isin(labels, outer))
+        if not region.any() or regionprops(region.astype(np.uint8))[0].solidity < max_solidity:
+            break
+    return region
+
+
+def segment(image: np.ndarray, size: int = 64, **kw) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, hand mask) of `image` reduced to `size` px on its long side; `kw` go to `cluster`."""
+    import torch
+    from bac.preprocess import resize_long
+    small = resize_long(image, size)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny network per image: one thread each; parallelism comes from workers
+    try:
+        labels = cluster(small, **kw)
+    finally:
+        torch.set_num_threads(threads)
+    return labels, hand_mask(labels)
+
+
+def locate_li(image: np.ndarray, size: int = 0, seg_size: int = 64, p: int = 90, q: int = 90, iterations: int = 50,
+              lam: float = 4.0, mu: float = 1.0, min_labels: int = 3, **_) -> dict:
+    """Li 2021's hand box in `image`'s pixels (see `bac.preprocess.cached_localisation`), cached per image."""
+    from bac.preprocess import cached_localisation
+    from bac.preprocess.boxes import mask_to_box, scale_box
+    args = dict(size=seg_size, p=p, q=q, iterations=iterations, lam=lam, mu=mu, min_labels=min_labels)
+
+    def run(img):
+        _, mask = segment(img, **args)
+        box = mask_to_box(mask)
+        return (scale_box(box, mask.shape, img.shape) if box else None), mask.astype(np.uint8) * 255, 1.0
+    return cached_localisation("unsupervised", args, image, run)
+
+
+def _register():
+    from bac.preprocess import note, pad_square, register, resize_long
+    from bac.preprocess.boxes import crop_to_box
+    from bac.preprocess.intensity import equalize
+
+    @register("li2021", locate=locate_li)
+    def li2021(image: np.ndarray, size: int, seg_size: int = 64, p: int = 90, q: int = 90, iterations: int = 50,
+               lam: float = 4.0, mu: float = 1.0, min_labels: int = 3, margin: float = 0.02, clahe: bool = False
+               ) -> np.ndarray:
+        """Unsupervised segmentation -> largest region -> crop its box (+ margin) -> equalise -> letterbox."""
+        loc = locate_li(image, seg_size=seg_size, p=p, q=q, iterations=iterations, lam=lam, mu=mu,
+                        min_labels=min_labels)
+        crop, used = crop_to_box(image, loc["used"], margin)
+        note(box=loc["box"], crop=used, reason=loc["reason"])
+        return pad_square(equalize(resize_long(crop, size), clahe=clahe), size)[None]
+
+
+_register()
