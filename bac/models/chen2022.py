@@ -1,0 +1,598 @@
+"""Chen et al. 2022: attention-guided region localisation (CAM) and age distribution learning.
+
+Phase I (localisation, no box labels): `CamClassifier` (backbone without top -> GMP or GAP -> FC with 240
+outputs, one per month) trained on the softened labels of Eq. 5 (`soft_labels`, `SoftLabelLoss`); its
+class activation map (Eq. 2, `attention_maps`) thresholded at tau (Eq. 4) gives a box (`locate`). Fitted
+localisers are stored by weight hash (`save_locator`); the registered pipeline 'chen2022-regions' crops the
+hand H, Region-1 R1, Region-2 R2 (localised on the image with R1 erased, E) from the full-resolution
+radiograph and stacks the requested regions as channels, cached by `bac.preprocess.prepare`.
+Phase II (regression): `ChenRegressor` (backbone -> conv -> max pool, sex through FC, concatenated, FC) with
+the expectation head y = sum_k k p_k (Eq. 6-8) trained with `ChenLoss` = l_MAE + lambda KL(G || p)
+(Eq. 9-12), or a one-output regression head trained with l1.
+`fit_locators` runs Phase I end to end (stored fits are reused), `fit_final` the whole method; `build_final`,
+`final_pipeline` (pipeline 'chen2022-regions', size, JSON params naming the localisers by key),
+`age_distribution` and `cam_target` serve `bac.predict`.
+
+Used in: notebooks/30_chen2022_attention_ldl.ipynb, notebooks/90_comparison.ipynb, `bac predict`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bac import cam
+from bac.preprocess import letterbox, register
+
+N_AGES = 240                      # one class per month, 1..240 (the paper's T)
+REGIONS = ("O", "H", "R1", "E", "R2")
+LOCATORS = ("hand", "r1", "r2")   # the three Phase I classifiers
+
+
+# ------------------------------------------------------------------------------------ label functions
+def ages_axis(n_classes: int = N_AGES, device=None) -> torch.Tensor:
+    """The label set k = 1, ..., n_classes (months)."""
+    return torch.arange(1, n_classes + 1, dtype=torch.float32, device=device)
+
+
+def soft_labels(ages, n_classes: int = N_AGES, l: float = 50.0) -> torch.Tensor:
+    """Eq. 5: Y_i = max(0, 1 - |i - t| / l) for i = 1..n_classes and true age t (months); (B, n_classes)."""
+    t = torch.as_tensor(ages, dtype=torch.float32).reshape(-1, 1)
+    return (1 - (ages_axis(n_classes, t.device) - t).abs() / l).clamp(min=0)
+
+
+def gaussian_distribution(ages, n_classes: int = N_AGES, delta: float = 15.0) -> torch.Tensor:
+    """Eq. 11: G_k proportional to exp(-(k - y)^2 / (2 delta^2)), k = 1..n_classes, normalised to sum 1."""
+    y = torch.as_tensor(ages, dtype=torch.float32).reshape(-1, 1)
+    g = torch.exp(-(ages_axis(n_classes, y.device) - y) ** 2 / (2 * delta ** 2))
+    return g / g.sum(1, keepdim=True)
+
+
+def kl_gaussian_to_p(logits: torch.Tensor, ages, delta: float = 15.0) -> torch.Tensor:
+    """Eq. 10 as written: sum_k G_k ln(G_k / p_k) = KL(G || p) with p = softmax(logits); (B,)."""
+    g = gaussian_distribution(ages, logits.shape[1], delta).to(logits.device)
+    return (torch.special.xlogy(g, g) - g * torch.log_softmax(logits.float(), 1)).sum(1)
+
+
+def expectation(logits: torch.Tensor) -> torch.Tensor:
+    """Eq. 7-8: y_hat = sum_k k softmax(z)_k, the expected age in months; (B,)."""
+    return (torch.softmax(logits.float(), 1) * ages_axis(logits.shape[1], logits.device)).sum(1)
+
+
+class SoftLabelLoss:
+    """Phase I loss between the 240 outputs and the soft labels of Eq. 5.
+
+    'l1' is what the authors' released code does (mean absolute error on linear outputs; the paper does not
+    say); 'bce' treats each output as a logit (binary cross-entropy, targets Y_i in [0, 1]).
+    """
+
+    def __init__(self, l: float = 50.0, kind: str = "l1"):
+        if kind not in ("l1", "bce"):
+            raise ValueError(f"soft-label loss {kind!r} unknown; use 'l1' or 'bce' (config key cls_loss)")
+        self.l, self.kind = l, kind
+
+    def __call__(self, pred, target):
+        scores = pred[1]
+        y = soft_labels(target.flatten(), scores.shape[1], self.l).to(scores.device)
+        if self.kind == "bce":
+            return nn.functional.binary_cross_entropy_with_logits(scores, y)
+        return nn.functional.l1_loss(scores, y)
+
+
+class ChenLoss:
+    """Eq. 12: l = l_MAE + lambda * l_reg with l_reg = KL(G || p) (Eq. 10-11), both averaged over the batch."""
+
+    def __init__(self, lam: float = 0.5, delta: float = 15.0):
+        self.lam, self.delta = float(lam), float(delta)
+
+    def __call__(self, pred, target):
+        age, logits = pred[0], pred[1]
+        loss = (age.flatten() - target.flatten()).abs().mean()
+        if self.lam:
+            loss = loss + self.lam * kl_gaussian_to_p(logits, target.flatten(), self.delta).mean()
+        return loss
+
+
+# ------------------------------------------------------------------------------------------- models
+class Backbone(nn.Module):
+    """A timm network without top whose forward gives its last feature map (B, K, h, w); `kwargs` go to
+    timm (e.g. narrower `channels` or `output_stride=16` for a cheaper stand-in with a finer map)."""
+
+    def __init__(self, name: str, in_chans: int = 1, pretrained: bool = False, kwargs: dict | None = None,
+                 pretrained_file: str = ""):
+        super().__init__()
+        from bac.models.pretrained import create
+        self.net = create(name, pretrained=pretrained, pretrained_file=pretrained_file, in_chans=in_chans,
+                          num_classes=0, global_pool="", **(kwargs or {}))
+        self.num_features = self.net.feature_info[-1]["num_chs"]
+
+    def forward(self, x):
+        return self.net.forward_features(x)
+
+
+class CamClassifier(nn.Module):
+    """Phase I: backbone -> global max (GMP) or average (GAP) pooling -> FC with 240 outputs (Eq. 1).
+
+    forward(x, male) -> (predicted age = argmax class t in months, the 240 scores); `male` is unused.
+    """
+
+    def __init__(self, backbone: str = "inception_v3", pool: str = "max", in_chans: int = 1,
+                 n_classes: int = N_AGES, pretrained: bool = False, backbone_kwargs: dict | None = None,
+                 pretrained_file: str = ""):
+        super().__init__()
+        if pool not in ("max", "avg"):
+            raise ValueError(f"pool {pool!r} unknown; use 'max' (GMP) or 'avg' (GAP)")
+        self.backbone = Backbone(backbone, in_chans, pretrained, backbone_kwargs, pretrained_file)
+        self.pool = pool
+        self.fc = nn.Linear(self.backbone.num_features, n_classes)
+
+    def scores(self, features):
+        pooled = features.amax((2, 3)) if self.pool == "max" else features.mean((2, 3))
+        return self.fc(pooled)
+
+    def forward(self, x, male=None):
+        s = self.scores(self.backbone(x))
+        return s.argmax(1).float() + 1, s
+
+    @torch.no_grad()
+    def cam(self, x):
+        """(A_t (B, h, w) of Eq. 2 for the predicted class t, t (B,) as a class index 0..239)."""
+        f = self.backbone(x)
+        t = self.scores(f).argmax(1)
+        return cam.class_activation_map(f, self.fc.weight, t), t
+
+
+class ChenRegressor(nn.Module):
+    """Phase II (Fig. 2b): backbone -> conv 3x3 -> global max pooling; sex (+1 male / -1 female) through FC
+    layers (`sex_layers`, e.g. (32,)); concatenated; FC to 240 logits -> softmax -> expectation (head
+    'expectation', returns (age, logits)), or FC to one output (head 'regression', returns age)."""
+
+    def __init__(self, backbone: str = "legacy_xception", in_chans: int = 3, head: str = "expectation",
+                 sex_layers=(32,), conv_channels: int = 256, n_classes: int = N_AGES, pretrained: bool = False,
+                 backbone_kwargs: dict | None = None, pretrained_file: str = ""):
+        super().__init__()
+        if head not in ("expectation", "regression"):
+            raise ValueError(f"head {head!r} unknown; use 'expectation' (Eq. 8) or 'regression' (l1)")
+        self.backbone = Backbone(backbone, in_chans, pretrained, backbone_kwargs, pretrained_file)
+        self.conv = nn.Conv2d(self.backbone.num_features, conv_channels, 3, padding=1)
+        layers, width = [], 1
+        for n in sex_layers or ():
+            layers += [nn.Linear(width, n), nn.ReLU(inplace=True)]
+            width = n
+        self.sex = nn.Sequential(*layers) if layers else None
+        self.head = head
+        self.fc = nn.Linear(conv_channels + (width if layers else 0), n_classes if head == "expectation" else 1)
+        if head == "regression":  # start where the uniform softmax of the other head starts (mid-range age)
+            nn.init.constant_(self.fc.bias, (n_classes + 1) / 2)
+
+    def forward(self, x, male):
+        f = self.conv(self.backbone(x)).amax((2, 3))
+        if self.sex is not None:
+            g = (2 * male.to(f.dtype) - 1).reshape(-1, 1)  # 1 = male, -1 = female (the paper's coding)
+            f = torch.cat([f, self.sex(g)], 1)
+        z = self.fc(f)
+        return (expectation(z), z) if self.head == "expectation" else z[:, 0]
+
+
+# ------------------------------------------------------------------------------- maps, boxes, crops
+@torch.no_grad()
+def attention_maps(model: CamClassifier, images: np.ndarray, bs: int = 32, scale: float = 100.0) -> np.ndarray:
+    """CAMs of uint8 images (N, C, S, S): upsampled to S x S, min-max normalised to [0, scale]; (N, S, S)."""
+    from bac.train import normalize
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    for i in range(0, len(images), bs):
+        x = normalize(torch.from_numpy(np.ascontiguousarray(images[i:i + bs]))).to(device)
+        maps, _ = model.cam(x)
+        out += [cam.normalize_map(m, scale) for m in cam.upsample(maps.float(), x.shape[-2:]).cpu().numpy()]
+    return np.stack(out) if out else np.zeros((0,) + tuple(images.shape[-2:]))
+
+
+def letterbox_to_original(box, shape, size: int):
+    """Map a box in a `size` letterboxed image (`bac.preprocess.letterbox`) back to the original of `shape`."""
+    if box is None:
+        return None
+    h, w = shape[:2]
+    s = size / max(h, w)
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    top, left = (size - nh) // 2, (size - nw) // 2
+    x0, y0, x1, y1 = box
+    out = [int(np.floor(max(0, (x0 - left) * w / nw))), int(np.floor(max(0, (y0 - top) * h / nh))),
+           int(np.ceil(min(w, (x1 - left) * w / nw))), int(np.ceil(min(h, (y1 - top) * h / nh)))]
+    return out if out[2] > out[0] and out[3] > out[1] else None
+
+
+def boxes_from_maps(maps, shapes, taus, size: int) -> dict:
+    """{tau: [box in original pixels or None]} for each map (Eq. 4 mask -> largest region -> box)."""
+    taus = [taus] if np.isscalar(taus) else list(taus)
+    return {t: [letterbox_to_original(cam.threshold_box(m, t), sh, size) for m, sh in zip(maps, shapes)]
+            for t in taus}
+
+
+def erase_region(image: np.ndarray, box, seed: int = 0) -> np.ndarray:
+    """A copy of `image` with the pixels inside `box` replaced by uniform random values ("erased", E)."""
+    out = np.array(image, copy=True)
+    if box is None:
+        return out
+    x0, y0, x1, y1 = box
+    patch = out[y0:y1, x0:x1]
+    out[y0:y1, x0:x1] = np.random.default_rng(seed).integers(0, 256, patch.shape, dtype=np.uint8)
+    return out
+
+
+def crop_region(image: np.ndarray, box, size: int) -> np.ndarray:
+    """The full-resolution crop inside `box`, letterboxed to `size` (the whole image when `box` is None)."""
+    from bac.preprocess.boxes import crop_to_box
+    return letterbox(image if box is None else crop_to_box(image, box)[0], size)
+
+
+def localization_scores(pred_boxes, gt_boxes) -> dict:
+    """mIoU and AP50 = #(IoU > 0.5) / N (Sec. IV-A); a missing prediction scores IoU 0."""
+    ious = np.array([0.0 if p is None else cam.box_iou(p, g) for p, g in zip(pred_boxes, gt_boxes)])
+    return dict(miou=float(ious.mean()) if len(ious) else float("nan"),
+                ap50=float((ious > 0.5).mean()) if len(ious) else float("nan"),
+                missed=int(sum(p is None for p in pred_boxes)), n=len(ious))
+
+
+# ------------------------------------------------------------------ fitted localisers, stored by hash
+_LOADED: dict[str, tuple] = {}
+
+
+def locator_path(key: str) -> Path:
+    from bac.data import cache_root
+    return cache_root() / "models" / f"chen2022-locator-{key}.safetensors"
+
+
+def save_locator(model: CamClassifier, arch: dict) -> str:
+    """Store a fitted Phase I classifier under its weight hash; returns the hash (the pipelines' cache key)."""
+    from bac.train import save_checkpoint
+    state = model.state_dict()
+    h = hashlib.sha1(json.dumps(arch, sort_keys=True).encode())
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    key = h.hexdigest()[:16]
+    path = locator_path(key)
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        save_checkpoint(model, tmp, meta=dict(arch=arch, key=key))
+        tmp.replace(path)
+    return key
+
+
+def load_locator(key: str) -> tuple[CamClassifier, dict]:
+    """(model on CPU in eval mode, arch) of a stored localiser; cached per process."""
+    if key in _LOADED:
+        return _LOADED[key]
+    from safetensors import safe_open
+    from bac.train import load_checkpoint
+    path = locator_path(key)
+    if not path.exists():
+        _restore_locator(key)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"Chen 2022 localiser {key} is not at {path}. Run notebooks/30_chen2022_attention_ldl.ipynb (it fits "
+            f"and stores the localisers), or copy reports/chen2022/checkpoints/locator-*.safetensors to {path.parent}.")
+    with safe_open(str(path), "pt") as f:
+        arch = json.loads(f.metadata()["bac"])["arch"]
+    model = CamClassifier(**{k: v for k, v in arch.items() if k != "size"})
+    load_checkpoint(model, path)
+    _LOADED[key] = (model.eval(), arch)
+    return _LOADED[key]
+
+
+def _restore_locator(key: str) -> None:
+    """Copy a localiser saved beside a final checkpoint (`final_pipeline`) into the cache, when there is one."""
+    import os
+    import shutil
+    from bac.env import REPO
+    for root in (os.environ.get("BAC_OUT_DIR", ""), str(REPO / "reports")):
+        src = Path(root) / "chen2022" / "checkpoints" / f"locator-{key}.safetensors" if root else None
+        if src is not None and src.exists():
+            locator_path(key).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, locator_path(key))
+            return
+
+
+def _locate_one(image: np.ndarray, key: str, tau: float, scale: float = 100.0):
+    """Box (original pixels) of one localiser's thresholded CAM on one full-resolution image, or None."""
+    import multiprocessing
+    if multiprocessing.current_process().name != "MainProcess":
+        torch.set_num_threads(1)  # cache-filling worker processes: one thread each, no OpenMP after fork
+    model, arch = load_locator(key)
+    size = arch["size"]
+    small = letterbox(image, size)[None, None]
+    maps = attention_maps(model, small, scale=scale)
+    return boxes_from_maps(maps, [image.shape], tau, size)[tau][0]
+
+
+@register("chen2022-regions")
+def regions_pipeline(image: np.ndarray, size: int, regions: str = "R1", hand: str = "", r1: str = "", r2: str = "",
+                     tau_hand: float = 20.0, tau_r1: float = 50.0, tau_r2: float = 50.0, erase_seed: int = 0,
+                     scale: float = 100.0) -> np.ndarray:
+    """Regions stacked as channels, e.g. regions='H+R1+R2' -> uint8 (3, size, size).
+
+    O: the whole image; H: hand box of the `hand` localiser; R1: Region-1 box of `r1`; E: the image with R1
+    erased; R2: box of `r2` on E, cropped from the original. Localisers are given by their hash
+    (`save_locator`); a CAM with no pixel above tau falls back to the whole image.
+    """
+    boxes: dict = {}
+
+    def box(name):
+        if name not in boxes:
+            if name == "H":
+                boxes[name] = _locate_one(image, hand, tau_hand, scale)
+            elif name == "R1":
+                boxes[name] = _locate_one(image, r1, tau_r1, scale)
+            elif name == "R2":
+                boxes[name] = _locate_one(erased(), r2, tau_r2, scale)
+        return boxes[name]
+
+    def erased():
+        if "E" not in boxes:
+            boxes["E"] = erase_region(image, box("R1"), erase_seed)
+        return boxes["E"]
+
+    out = []
+    for name in regions.split("+"):
+        if name not in REGIONS:
+            raise ValueError(f"region {name!r} in {regions!r} unknown; use {'+'.join(REGIONS)} joined by '+'")
+        if name == "O":
+            out.append(letterbox(image, size))
+        elif name == "E":
+            out.append(letterbox(erased(), size))
+        else:
+            out.append(crop_region(image, box(name), size))
+    return np.stack(out)
+
+
+def region_params(cfg, regions: str, locators: dict, **taus) -> dict:
+    """The parameters of 'chen2022-regions' for `regions`, only those it depends on (so the cache of H does
+    not change when the R2 localiser is retrained). `taus` override tau_hand / tau_r1 / tau_r2."""
+    names = set(regions.split("+"))
+    p = dict(regions=regions)
+    get = lambda k: taus.get(k, cfg[k])  # noqa: E731
+    if "H" in names:
+        p.update(hand=locators["hand"], tau_hand=get("tau_hand"))
+    if names & {"R1", "E", "R2"}:
+        p.update(r1=locators["r1"], tau_r1=get("tau_r1"))
+    if names & {"E", "R2"}:
+        p.update(erase_seed=cfg["erase_seed"])
+    if "R2" in names:
+        p.update(r2=locators["r2"], tau_r2=get("tau_r2"))
+    if cfg.get("cam_scale", 100) != 100:
+        p.update(scale=cfg["cam_scale"])
+    return p
+
+
+def region_images(cfg, df, regions: str, size: int, locators: dict | None = None, progress: bool = False,
+                  **taus) -> dict[str, np.ndarray]:
+    """{'train', 'validation', 'test'}: uint8 (N, C, size, size) of the stacked `regions`, from the cache."""
+    from bac.preprocess import prepare_splits
+    if regions == "O":  # the whole image: share the plain pipeline's cache with the other notebooks
+        return prepare_splits(df, "plain", size, workers=cfg.workers, progress=progress)
+    return prepare_splits(df, "chen2022-regions", size, workers=cfg.workers, progress=progress,
+                          **region_params(cfg, regions, locators or {}, **taus))
+
+
+# ------------------------------------------------------------------------------------------ training
+def lr_schedule(lr: float, drops):
+    """fastai schedule: `lr`, then each (fraction of training, new lr) in `drops` from that fraction on."""
+    from bac.train import lr_steps
+    return lr_steps(lr, 1, [(float(p), float(v) / lr) for p, v in drops])
+
+
+def fit(cfg, model: nn.Module, images: dict, df, loss_func, epochs: int, lr: float, drops, bs: int):
+    """Adam (no weight decay, as in Keras) with the paper's step schedule; quiet; returns the Learner."""
+    from fastai.callback.schedule import ParamScheduler
+    from fastai.optimizer import Adam
+    from bac import env, train
+    dls = train.dataloaders(images, df, bs=bs, seed=cfg.seed, device=env.device_name(cfg.device))
+    learn = train.learner(dls, model, loss_func, opt_func=partial(Adam, eps=1e-7), cfg=cfg, wd=0.0)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(epochs, lr=lr, cbs=[ParamScheduler({"lr": lr_schedule(lr, drops)})])
+    return learn
+
+
+def train_locator(cfg, df, images: dict, pool: str, size: int) -> tuple[CamClassifier, str, dict]:
+    """Fit one Phase I classifier on soft labels; store it; returns (model, hash, stats)."""
+    from bac import train
+    train.seed_everything(cfg.seed)
+    arch = dict(backbone=cfg.cls_backbone, pool=pool, in_chans=int(images["train"].shape[1]),
+                backbone_kwargs=cfg.cls_backbone_kwargs, size=int(size))
+    model = CamClassifier(pretrained=cfg.pretrained, **{k: v for k, v in arch.items() if k != "size"})
+    t0 = time.time()
+    fit(cfg, model, images, df, SoftLabelLoss(cfg.soft_l, cfg.cls_loss), cfg.cls_epochs, cfg.cls_lr,
+        cfg.cls_lr_drops, cfg.cls_bs)
+    test = df[df.split == "test"]
+    mae = (float(np.mean(np.abs(train.predict(model, images["test"], test.male.values) - test.boneage.values)))
+           if len(test) else float("nan"))
+    return model.eval(), save_locator(model, arch), dict(seconds=time.time() - t0, test_mae_argmax=mae)
+
+
+def train_regressor(cfg, df, images: dict, loss: str = "ldl", lam: float | None = None, backbone: str | None = None,
+                    sex_layers=None, pretrained: bool | None = None) -> dict:
+    """Fit one Phase II model on stacked region images; returns model, test predictions, MAE and seconds.
+
+    loss 'ldl': expectation head with l_MAE + lambda KL(G || p); 'l1': one-output regression with l1.
+    """
+    from bac import metrics, train
+    if loss not in ("ldl", "l1"):
+        raise ValueError(f"loss {loss!r} unknown; use 'ldl' (Eq. 12) or 'l1' (general regression)")
+    train.seed_everything(cfg.seed)
+    model = ChenRegressor(backbone or cfg.backbone, in_chans=int(images["train"].shape[1]),
+                          head="expectation" if loss == "ldl" else "regression",
+                          sex_layers=cfg.sex_layers if sex_layers is None else sex_layers,
+                          conv_channels=cfg.conv_channels,
+                          backbone_kwargs=cfg.backbone_kwargs if backbone is None else None,
+                          pretrained=cfg.pretrained if pretrained is None else pretrained)
+    lam = cfg.lam if lam is None else lam
+    t0 = time.time()
+    fit(cfg, model, images, df, ChenLoss(lam, cfg.delta) if loss == "ldl" else train.l1_loss,
+        cfg.epochs, cfg.lr, cfg.lr_drops, cfg.bs)
+    test = df[df.split == "test"]
+    pred = train.predict(model, images["test"], test.male.values) if len(test) else np.zeros(0)
+    mae = metrics.summary(test.boneage.values, pred)["mae"] if len(test) else float("nan")
+    return dict(model=model.cpu().eval(), pred=pred, mae=mae,
+                seconds=time.time() - t0, loss=loss, lam=lam if loss == "ldl" else None)
+
+
+@torch.no_grad()
+def predict_distribution(model: ChenRegressor, images: np.ndarray, male, bs: int = 64) -> np.ndarray:
+    """The learned age distributions p (N, 240) of an expectation-head model."""
+    from bac.train import normalize
+    model.eval()
+    male = torch.as_tensor(np.asarray(male, dtype=np.float32))
+    out = []
+    for i in range(0, len(images), bs):
+        x = normalize(torch.from_numpy(np.ascontiguousarray(images[i:i + bs])))
+        out.append(torch.softmax(model(x, male[i:i + bs])[1].float(), 1))
+    return torch.cat(out).numpy()
+
+
+# ----------------------------------------------------------------------------------- ground truth
+def ground_truth_boxes(cfg, df) -> dict:
+    """{id: {'hand', 'carpal', 'metacarpal': box}} in original pixels: the synthetic annotations, or Pascal VOC
+    files `<cfg.gt_boxes_dir>/<id>.xml` (e.g. Koitka et al.'s RSNA ROI labels) whose classes `cfg.voc_classes`
+    maps to the three regions (several boxes of a region are joined); {} when neither is there."""
+    from bac import data
+    if cfg.get("data_source") == "synthetic":
+        ann = data.annotations(cfg, df["id"])
+        return {i: {k: a["boxes"][k] for k in ("hand", "carpal", "metacarpal")} for i, a in ann.items()}
+    folder = Path(cfg.get("gt_boxes_dir") or "")
+    if not cfg.get("gt_boxes_dir") or not folder.is_dir():
+        return {}
+    import xml.etree.ElementTree as ET
+    out = {}
+    for i in df["id"]:
+        path = folder / f"{int(i)}.xml"
+        if not path.exists():
+            continue
+        found: dict = {}
+        for obj in ET.parse(path).getroot().iter("object"):
+            name = obj.findtext("name", "").strip().lower()
+            bb = obj.find("bndbox")
+            b = [int(float(bb.findtext(t))) for t in ("xmin", "ymin", "xmax", "ymax")]
+            for region, classes in cfg["voc_classes"].items():
+                if name in [c.lower() for c in classes]:
+                    old = found.get(region, b)
+                    found[region] = [min(old[0], b[0]), min(old[1], b[1]), max(old[2], b[2]), max(old[3], b[3])]
+        if len(found) == 3:
+            out[int(i)] = found
+    return out
+
+
+def image_shapes(df) -> list[tuple[int, int]]:
+    """(H, W) of each row's original image (read from the file header when possible)."""
+    from PIL import Image
+    from bac.data.rsna import read_image
+    shapes = []
+    for p in df["path"]:
+        try:
+            with Image.open(p) as im:
+                shapes.append((im.size[1], im.size[0]))
+        except Exception:  # DICOM and other formats PIL cannot open
+            shapes.append(read_image(p).shape[:2])
+    return shapes
+
+
+# ------------------------------------------------------------------ Phase I end to end, the final model
+def locator_images(cfg, df, name: str, locators: dict | None = None, progress: bool = False) -> dict:
+    """The input of localiser `name` for each split: 'hand' plain @ hand_size, 'r1' plain @ r1_size, 'r2' the
+    image with Region-1 erased (E) @ r1_size (needs `locators['r1']`)."""
+    from bac.preprocess import prepare_splits
+    if name == "r2":
+        return region_images(cfg, df, "E", cfg.r1_size, locators, progress)
+    size = {"hand": cfg.hand_size, "r1": cfg.r1_size}[name]
+    return prepare_splits(df, "plain", size, workers=cfg.workers, progress=progress)
+
+
+def _fit_id(cfg, df, name: str, pool: str, size: int, after: str = "") -> str:
+    """Identity of one localiser fit (settings + training rows): a second call with the same reuses it."""
+    from bac.preprocess import training_fingerprint
+    keys = ("cls_backbone", "cls_backbone_kwargs", "cls_loss", "soft_l", "cls_epochs", "cls_lr", "cls_lr_drops",
+            "cls_bs", "pretrained", "max_steps", "seed", "erase_seed", "tau_r1", "cam_scale")
+    text = json.dumps(dict({k: cfg.get(k) for k in keys}, name=name, pool=pool, size=int(size), after=after,
+                           rows=training_fingerprint(df[df.split.isin(["train", "validation"])])),
+                      sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def fit_locators(cfg, df, progress: bool = False, reuse: bool = True) -> dict:
+    """Phase I: fit the hand (GAP, hand_size), Region-1 (GMP, r1_size) and Region-2 (GMP, r1_size, on images
+    with Region-1 erased) classifiers on `df`'s training rows. Returns {'keys', 'models', 'stats'} and sets
+    `cfg.locators` to the keys (what `final_pipeline` and `region_images` need). A fit with the same settings
+    and rows that is already stored is reused (`reuse=False` retrains)."""
+    keys, models, stats = {}, {}, {}
+    specs = (("hand", cfg.hand_pool, cfg.hand_size), ("r1", cfg.r1_pool, cfg.r1_size), ("r2", cfg.r1_pool, cfg.r1_size))
+    for name, pool, size in specs:
+        fid = _fit_id(cfg, df, name, pool, size, after=keys.get("r1", "") if name == "r2" else "")
+        index = locator_path(f"fit-{fid}").with_suffix(".json")
+        if reuse and index.exists() and locator_path(json.loads(index.read_text())["key"]).exists():
+            rec = json.loads(index.read_text())
+            models[name] = load_locator(rec["key"])[0]
+            keys[name], stats[name] = rec["key"], dict(rec["stats"], reused=True)
+            continue
+        images = locator_images(cfg, df, name, keys, progress)
+        models[name], keys[name], stats[name] = train_locator(cfg, df, images, pool, size)
+        index.parent.mkdir(parents=True, exist_ok=True)
+        index.write_text(json.dumps(dict(key=keys[name], stats=stats[name])))
+    cfg["locators"] = dict(keys)
+    return dict(keys=keys, models=models, stats=stats)
+
+
+def fit_final(cfg, df, progress: bool = False) -> nn.Module:
+    """The full method on `df` (any split scheme): the three Phase I localisers, then the Phase II expectation
+    model with l_MAE + lambda KL(G || p) on the stacked regions `cfg.final_regions`; in eval mode. Sets
+    `cfg.locators` (needed by `bac.predict.save_final(cfg, model)`)."""
+    keys = fit_locators(cfg, df, progress)["keys"]
+    images = region_images(cfg, df, cfg.final_regions, cfg.size, keys, progress)
+    return train_regressor(cfg, df, images, loss="ldl")["model"].eval()
+
+
+def build_final(cfg) -> nn.Module:
+    """The notebook's final model (Phase II, expectation head, regions `cfg.final_regions`), untrained."""
+    return ChenRegressor(cfg.backbone, in_chans=len(cfg.final_regions.split("+")), head="expectation",
+                         sex_layers=cfg.sex_layers, conv_channels=cfg.conv_channels,
+                         backbone_kwargs=cfg.backbone_kwargs)
+
+
+def final_pipeline(cfg) -> tuple[str, int, dict]:
+    """(pipeline, size, JSON params) that prepare the final model's input from a radiograph: the localisers
+    are named by their keys (`cfg.locators`, set by `fit_locators`/`fit_final`), and copied beside the final
+    checkpoint so that folder is self-contained (`load_locator` looks there too)."""
+    import shutil
+    from bac.report import report_dir
+    if cfg.final_regions == "O":
+        return "plain", int(cfg.size), {}
+    keys = dict(cfg.get("locators") or {})
+    params = region_params(cfg, cfg.final_regions, {k: keys.get(k, "") for k in LOCATORS})
+    missing = [k for k in LOCATORS if k in params and not params[k]]
+    if missing:
+        raise ValueError(f"cfg.locators lacks {missing}: call bac.models.chen2022.fit_locators(cfg, df) (fit_final and "
+                         f"notebooks/30_chen2022_attention_ldl.ipynb do) before saving or using the final model")
+    folder = report_dir(cfg) / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in LOCATORS:
+        if params.get(k) and not (folder / f"locator-{params[k]}.safetensors").exists():
+            shutil.copyfile(locator_path(params[k]), folder / f"locator-{params[k]}.safetensors")
+    return "chen2022-regions", int(cfg.size), params
+
+
+def age_distribution(output):
+    """p (B, 240) over months 1..240 of an expectation-head output (age, logits); None for the l1 head."""
+    if isinstance(output, (tuple, list)) and len(output) > 1:
+        return torch.softmax(output[1].float(), 1)
+    return None
+
+
+def cam_target(model: nn.Module):
+    """(layer, None) for Grad-CAM: the conv layer after the backbone (Phase II) or the backbone (Phase I)."""
+    return (model.conv if isinstance(model, ChenRegressor) else model.backbone), None
