@@ -37,7 +37,7 @@ def main(argv=None) -> int:
 
     pr = sub.add_parser("predict", help="bone age of radiographs with a trained model")
     pr.add_argument("images", nargs="+")
-    pr.add_argument("--sex", choices=["M", "F", "m", "f"], help="required unless every image is a DICOM with PatientSex")
+    pr.add_argument("--sex", help="M or F; required unless every image is a DICOM with PatientSex")
     pr.add_argument("--model", default="li2021", help="model id or a checkpoint (.safetensors)")
     pr.add_argument("--out", default="predictions")
 

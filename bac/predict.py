@@ -1,0 +1,296 @@
+"""`bac predict`: bone age of new radiographs with a model trained by one of the paper notebooks.
+
+A final model is saved by its notebook with `save_final(cfg, model)`: safetensors weights plus the config,
+preprocessing pipeline and input size needed to rebuild it (`bac.models.<id>.build_final(cfg)`), so
+`load_final` never unpickles anything. Prediction reads PNG, JPEG or DICOM (sex from the DICOM header when
+present), applies the model's own preprocessing, and writes the age in months and years, the 90 %
+interval for models that output an age distribution, and a Grad-CAM overlay per image.
+
+Used in: notebooks/90_comparison.ipynb, `bac predict`.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bac import train
+from bac.config import Config
+
+PAPERS = ("ren2019", "li2021", "chen2022", "liu2024", "zheng2024")
+
+
+class PredictError(ValueError):
+    pass
+
+
+def final_path(out_dir, paper: str) -> Path:
+    return Path(out_dir) / paper / "checkpoints" / "final.safetensors"
+
+
+def save_final(cfg, model, name: str = "final") -> Path:
+    """Save a notebook's final model with what `load_final` needs to rebuild and feed it."""
+    from bac.report import report_dir
+    module = importlib.import_module(f"bac.models.{cfg['paper']}")
+    return train.save_checkpoint(model, report_dir(cfg) / "checkpoints" / f"{name}.safetensors", _meta(cfg, module))
+
+
+def _meta(cfg, module) -> dict:
+    pipeline, size, params = module.final_pipeline(cfg)
+    return dict(paper=cfg["paper"], config={k: v for k, v in cfg.items() if _jsonable(v)}, pipeline=pipeline,
+                size=int(size), params=params, data_source=cfg.get("data_source"), profile=cfg.get("profile"))
+
+
+def _jsonable(v) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except TypeError:
+        return False
+
+
+def load_final(model: str, reports=None):
+    """(model, meta) from a paper id (its notebook's last saved final model) or a .safetensors path."""
+    from bac.env import REPO
+    from safetensors import safe_open
+    if model in PAPERS:
+        path = final_path(reports or REPO / "reports", model)
+        if not path.exists():
+            raise PredictError(f"no trained {model} model at {path}: run its notebook first, e.g. "
+                               f"`python -m bac run --profile demo --only '*{model}*'`, or pass --model CHECKPOINT")
+    else:
+        path = Path(model)
+        if not path.exists():
+            raise PredictError(f"--model {model!r} is neither a paper id ({', '.join(PAPERS)}) nor an existing "
+                               f"checkpoint file")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get("bac", "{}"))
+    except Exception as err:
+        raise PredictError(f"{path} is not a safetensors checkpoint written by bac ({err}); only safetensors "
+                           f"files are loaded (never pickles)") from err
+    if meta.get("paper") not in PAPERS:
+        raise PredictError(f"{path} carries no bac model metadata (paper id); save models with "
+                           f"bac.predict.save_final(cfg, model)")
+    cfg = Config(meta["config"])
+    cfg["pretrained"] = False  # the checkpoint holds the weights
+    module = importlib.import_module(f"bac.models.{meta['paper']}")
+    net = module.build_final(cfg)
+    try:
+        train.load_checkpoint(net, path)
+    except (ValueError, RuntimeError) as err:
+        raise PredictError(f"checkpoint {path} does not match the {meta['paper']} model it claims: {err}") from err
+    return net.eval(), meta
+
+
+def parse_sex(value) -> bool | None:
+    if value is None:
+        return None
+    v = str(value).strip().upper()
+    if v in ("M", "MALE", "1", "TRUE"):
+        return True
+    if v in ("F", "FEMALE", "0", "FALSE"):
+        return False
+    raise PredictError(f"unknown sex {value!r}: use M or F")
+
+
+def read_input(path, sex=None) -> tuple[np.ndarray, bool]:
+    """The grey image of a PNG/JPEG/DICOM file and the sex to use (the argument, else the DICOM header)."""
+    from bac.data import rsna
+    path = Path(path)
+    if not path.is_file():
+        raise PredictError(f"{path}: no such file")
+    try:
+        image = rsna.read_image(path)
+    except Exception as err:
+        raise PredictError(f"{path}: cannot read this image ({err}); PNG, JPEG and DICOM are supported") from err
+    male = parse_sex(sex)
+    if male is None:
+        try:
+            male = rsna.read_dicom_sex(path)
+        except Exception:
+            male = None
+    if male is None:
+        raise PredictError(f"{path}: the sex is needed (bone age standards differ by sex): pass --sex M or --sex F"
+                           f" (DICOM files with PatientSex need none)")
+    return image, male
+
+
+def prepare_input(image: np.ndarray, meta: dict) -> np.ndarray:
+    from bac.preprocess import PIPELINES
+    return PIPELINES[meta["pipeline"]](image, meta["size"], **meta["params"])
+
+
+def distribution_of(model, output):
+    """Per-image age distribution (B, K) over months 1..K when the model outputs one, else None."""
+    module = importlib.import_module(type(model).__module__)
+    fn = getattr(module, "age_distribution", None)
+    return None if fn is None else fn(output)
+
+
+def cam_layer(model):
+    module = importlib.import_module(type(model).__module__)
+    if hasattr(module, "cam_target"):
+        return module.cam_target(model)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    return (convs[-1], None) if convs else (None, None)
+
+
+def predict_files(files, sex=None, model: str = "li2021", out=None, reports=None, cam: bool = True) -> pd.DataFrame:
+    """Predict every file; writes `<out>/predictions.csv` and one Grad-CAM PNG per image when `out` is set.
+
+    A file that cannot be predicted (unreadable, no sex) gets a row with its `error` instead of an age, so
+    a batch reports every input; a model that cannot be loaded raises `PredictError` before any file.
+    """
+    from bac import metrics
+    net, meta = load_final(model, reports)
+    rows = []
+    out = Path(out) if out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        t0 = time.perf_counter()
+        row = dict(file=str(f), sex="", months=np.nan, years=np.nan, lo90=np.nan, hi90=np.nan, model=meta["paper"],
+                   seconds=np.nan, cam_png="", error="")
+        try:
+            image, male = read_input(f, sex)
+        except PredictError as err:
+            rows.append({**row, "error": str(err)})
+            continue
+        x = prepare_input(image, meta)
+        xt = train.normalize(torch.from_numpy(x[None]))
+        mt = torch.tensor([float(male)])
+        with torch.no_grad():
+            output = net(xt, mt)
+        months = float(train.age_of(output).reshape(-1)[0])
+        row.update(sex="M" if male else "F", months=round(months, 2), years=round(months / 12, 2))
+        probs = distribution_of(net, output)
+        if probs is not None:
+            lo, hi = metrics.distribution_interval(probs.detach().cpu().numpy(), 0.9)
+            row.update(lo90=float(lo[0]), hi90=float(hi[0]))
+        row["seconds"] = round(time.perf_counter() - t0, 4)
+        if out and cam:
+            row["cam_png"] = str(_save_cam(net, xt, mt, x, out / f"{Path(f).stem}_gradcam.png", row))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if out:
+        df.to_csv(out / "predictions.csv", index=False)
+    return df
+
+
+@torch.no_grad()
+def predict_arrays(net, images: np.ndarray, male, bs: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
+    """Months (N,) and, for distribution models, the age distributions (N, K) of prepared uint8 images."""
+    net.eval()
+    device = next(net.parameters()).device
+    male = torch.as_tensor(np.asarray(male, np.float32))
+    months, probs = [], []
+    for i in range(0, len(images), bs):
+        x = train.normalize(torch.from_numpy(np.ascontiguousarray(images[i:i + bs]))).to(device)
+        output = net(x, male[i:i + bs].to(device))
+        months.append(train.age_of(output).float().flatten().cpu())
+        p = distribution_of(net, output)
+        if p is not None:
+            probs.append(p.float().cpu())
+    return torch.cat(months).numpy(), (torch.cat(probs).numpy() if probs else None)
+
+
+@torch.no_grad()
+def latency(net, meta: dict, paths, male, threads: int = 1, warmup: int = 1) -> dict:
+    """Seconds per image on the CPU with `threads` threads: read the file, preprocess, forward (batch 1)."""
+    from bac.data.rsna import read_image
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    net = net.cpu().eval()
+    times = []
+    try:
+        for i, (path, m) in enumerate(zip(paths, male)):
+            t0 = time.perf_counter()
+            x = prepare_input(read_image(path), meta)
+            t1 = time.perf_counter()
+            net(train.normalize(torch.from_numpy(x[None])), torch.tensor([float(m)]))
+            if i >= warmup:
+                times.append((t1 - t0, time.perf_counter() - t1))
+    finally:
+        torch.set_num_threads(old)
+    if not times:
+        raise ValueError(f"latency needs more than warmup={warmup} images")
+    prep, fwd = np.mean(times, axis=0)
+    return dict(preprocess_s=float(prep), forward_s=float(fwd), total_s=float(prep + fwd), n=len(times),
+                threads=threads)
+
+
+def same_run(meta: dict, cfg) -> bool:
+    """Whether a saved final model was trained on `cfg`'s data, profile, dry-run flag and official split."""
+    c = meta.get("config", {})
+    return (c.get("split_scheme") == "official" and c.get("data_root") == cfg.get("data_root")
+            and c.get("profile") == cfg["profile"] and bool(c.get("dry_run")) == bool(cfg.get("dry_run"))
+            and c.get("seed") == cfg.get("seed"))
+
+
+def comparison_model(paper: str, cfg, df, progress: bool = False):
+    """(model, meta, how, checkpoint path) of `paper`'s final model on the official split `df`, for notebook 90.
+
+    Reuses the paper notebook's checkpoint, or one this notebook saved before, when it was trained on the
+    same data, profile and split (`same_run`); otherwise trains it with the module's `fit_final` and saves it
+    under `<out>/comparison/checkpoints/<paper>.safetensors`.
+    """
+    from bac import config, data
+    pcfg = config.resolve(cfg["profile"], paper, data_dir=cfg.get("data_dir", ""), seed=cfg["seed"],
+                          out_dir=cfg["out_dir"], dry_run=cfg.get("dry_run", False))
+    data.load(pcfg, split="official", progress=False)  # fills data_root, split_scheme, label files
+    own = final_path(cfg["out_dir"], paper)
+    here = Path(cfg["out_dir"]) / "comparison" / "checkpoints" / f"{paper}.safetensors"
+    for path, how in ((own, f"checkpoint of notebook {paper}"), (here, "checkpoint of an earlier run of this notebook")):
+        if path.exists():
+            net, meta = load_final(str(path))
+            if same_run(meta, pcfg):
+                return net, meta, how, path
+    module = importlib.import_module(f"bac.models.{paper}")
+    net = module.fit_final(pcfg, df, progress=progress)
+    path = train.save_checkpoint(net, here, _meta(pcfg, module))
+    net, meta = load_final(str(path))
+    return net, meta, "trained here on the official split", path
+
+
+def _save_cam(net, xt, mt, x, path: Path, row) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from bac import cam
+    layer, reshape = cam_layer(net)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.imshow(x[0], cmap="gray")
+    if layer is not None:
+        with torch.enable_grad():
+            heat = cam.gradcam(net, layer, xt, mt.numpy(), reshape_transform=reshape)[0]
+        ax.imshow(heat, cmap="jet", alpha=0.35)
+    interval = "" if np.isnan(row["lo90"]) else f" (90 %: {row['lo90']:.0f}-{row['hi90']:.0f})"
+    ax.set_title(f"{row['months']:.1f} months{interval}, {row['sex']}", fontsize=9)
+    ax.axis("off")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def main(args) -> int:
+    """Entry point of `bac predict` (arguments parsed in bac/__main__.py): 0 ok, 1 some files failed, 2 no model."""
+    import sys
+    try:
+        df = predict_files(args.images, sex=args.sex, model=args.model, out=args.out)
+    except PredictError as err:
+        print(f"bac predict: error: {err}", file=sys.stderr)
+        return 2
+    for r in df.itertuples():
+        if r.error:
+            print(f"bac predict: error: {r.error}", file=sys.stderr)
+            continue
+        interval = "" if np.isnan(r.lo90) else f"  90% interval {r.lo90:.0f}-{r.hi90:.0f} months"
+        print(f"{r.file}: {r.months:.1f} months ({r.years:.1f} years), sex {r.sex}{interval}  [{r.seconds:.2f} s]")
+    print(f"wrote {Path(args.out) / 'predictions.csv'}")
+    return 1 if (df.error != "").any() else 0
