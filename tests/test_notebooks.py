@@ -34,6 +34,11 @@ def test_skeleton(path):
             f"parameters cell holds scalars with type hints only, got: {ast.unparse(node)}"
     names = {n.target.id for n in tree.body}
     assert REQUIRED_PARAMS <= names, f"missing parameters {REQUIRED_PARAMS - names}"
+    # papermill must parse every parameter, or it warns "Passed unknown parameter" and a reader cannot tell
+    import nbformat
+    from papermill.translators import PythonTranslator
+    parsed = {p.name for p in PythonTranslator.inspect(nbformat.from_dict({**params[0], "source": src(params[0])}))}
+    assert parsed == names, f"papermill cannot parse the parameters {names - parsed} (an '=' in a comment?)"
     lines = src(params[0]).splitlines()
     assert all("#" in line for line in lines if line.strip()), "each parameter has a comment"
     code = "\n".join(src(c) for c in cells if c["cell_type"] == "code")
