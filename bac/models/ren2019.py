@@ -184,8 +184,8 @@ def build(cfg, in_chans: int | None = None, backbone: str | None = None, backbon
                           pretrained_file=cfg.get("pretrained_file", ""),
                           backbone_kwargs=cfg.get("backbone_kwargs") if backbone_kwargs is None else backbone_kwargs,
                           dropout=cfg.get("dropout", 0.5), age_mean=age_mean, age_sd=age_sd)
-    if not (cfg.get("pretrained", False) if pretrained is None else pretrained):
-        init_gaussian(model, cfg.get("init_std", INIT_STD))
+    if not (cfg.get("pretrained", False) if pretrained is None else pretrained) and cfg.get("init_std", INIT_STD):
+        init_gaussian(model, cfg.get("init_std", INIT_STD))  # init_std None/0: timm's default (He) init
     return model
 
 
