@@ -69,6 +69,8 @@ def test_pretrained_weights_missing_gives_a_clear_message(monkeypatch):
     from bac.models import pretrained
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", "/nonexistent-hf-cache")
+    import huggingface_hub.constants  # reads HF_HUB_OFFLINE at import: without this it waits on the network
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(pretrained.PretrainedWeightsError) as err:
         pretrained.create("resnet18", pretrained=True)
     msg = str(err.value)
