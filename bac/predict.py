@@ -21,6 +21,7 @@ import torch
 
 from bac import train
 from bac.config import Config
+from bac.report import _jsonable
 
 PAPERS = ("ren2019", "li2021", "chen2022", "liu2024", "zheng2024")
 
@@ -44,14 +45,6 @@ def _meta(cfg, module) -> dict:
     pipeline, size, params = module.final_pipeline(cfg)
     return dict(paper=cfg["paper"], config={k: v for k, v in cfg.items() if _jsonable(v)}, pipeline=pipeline,
                 size=int(size), params=params, data_source=cfg.get("data_source"), profile=cfg.get("profile"))
-
-
-def _jsonable(v) -> bool:
-    try:
-        json.dumps(v)
-        return True
-    except TypeError:
-        return False
 
 
 def load_final(model: str, reports=None):
