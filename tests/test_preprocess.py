@@ -219,6 +219,33 @@ def test_zheng2024_mask_from_a_perfect_localiser(phantoms, monkeypatch):
     assert out.shape == (64, 64) and (out == 0).mean() > 0.2
 
 
+def test_ren2019_crop_from_a_perfect_detector(phantoms, monkeypatch):
+    """With the ground-truth hand box as the 'Faster R-CNN output' (on the reduced, histogram-matched work
+    image), the box mapped back to the original matches it (IoU > 0.9, only rounding is lost), and the
+    ridge channel is brighter on the hand than around it."""
+    from bac.preprocess import detect as D
+    df, truth = phantoms
+    ph = truth[1]
+    ref = quantiles([ph.image], n=64)
+    monkeypatch.setattr(D, "detect", lambda img, key: (B.scale_box(ph.boxes["hand"], ph.image.shape, img.shape), 1.0))
+    loc = P.locate(ph.image, "ren2019", 64, detector="perfect", reference=ref)
+    assert loc["reason"] == "" and B.box_iou(loc["box"], ph.boxes["hand"]) > 0.9
+    out = P.PIPELINES["ren2019"](ph.image, 64, detector="perfect", reference=ref, sigmas=[1.0, 2.0, 4.0])
+    assert out.shape == (2, 64, 64)
+    hand = np.asarray(Image.fromarray(ph.mask.astype(np.uint8) * 255).crop(tuple(loc["used"])).resize((64, 64))) > 127
+    coarse, fine = out
+    inside = (coarse > 0) & hand   # the letterbox padding is 0 in both channels
+    assert fine[inside].mean() > 1.5 * fine[(coarse > 0) & ~hand].mean()
+
+
+def test_li2021_removes_the_background(phantoms):
+    """'The background was first removed': pixels outside the segmented hand are 0 after equalisation."""
+    df, truth = phantoms
+    out = P.PIPELINES["li2021"](truth[2].image, 64, **LI)[0]
+    content = out[:, out.any(0)][out.any(1)]   # without the letterbox padding (also 0)
+    assert out.shape == (64, 64) and (content == 0).mean() > 0.15 and out.max() == 255
+
+
 def test_pipeline_params_names_the_pipelines():
     import bac.config
     cfg = bac.config.resolve("smoke", "preprocess")

@@ -140,8 +140,16 @@ def file_hash(path) -> str:
     return h.hexdigest()[:20]
 
 
+# Bumped when a pipeline's output changes for the same parameters, so that its cached images are rebuilt.
+VERSIONS = {"li2021": 2,   # 2: equalised inside the hand mask, background removed (was: whole crop)
+            "ren2019": 2}  # 2: ridge scales floored at 1 px (were sub-pixel below 256 px: noise)
+
+
 def pipeline_key(pipeline: str, size: int, params: dict) -> str:
-    text = json.dumps(dict(pipeline=pipeline, size=size, params=params), sort_keys=True, default=str)
+    key = dict(pipeline=pipeline, size=size, params=params)
+    if pipeline in VERSIONS:
+        key["version"] = VERSIONS[pipeline]
+    text = json.dumps(key, sort_keys=True, default=str)
     return f"{pipeline}-{size}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
 

@@ -144,13 +144,14 @@ def _register():
     def ren2019(image: np.ndarray, size: int, detector: str = "", reference=None, ridge: str = "frangi",
                 sigmas=(1.0, 2.0, 4.0), margin: float = 0.02, min_score: float = 0.3) -> np.ndarray:
         """Histogram matching -> Faster R-CNN crop (coarse attention) and its Hessian ridge map (fine
-        attention), each letterboxed: (2, size, size). `sigmas` are in pixels at size 256 (scaled)."""
+        attention), each letterboxed: (2, size, size). `sigmas` are in pixels at size 256 (scaled, >= 1 px)."""
         loc = locate_ren(image, size, detector=detector, reference=reference, min_score=min_score)
         work = loc["work"]
         crop, used = crop_to_box(work, scale_box(loc["used"], image.shape, work.shape), margin)
         note(box=loc["box"], crop=scale_box(used, work.shape, image.shape), reason=loc["reason"], score=loc["score"])
         coarse = resize_long(crop, size)
-        fine = ridge_map(coarse, ridge, [s * size / 256 for s in sigmas])
+        # a Hessian below 1 px measures the detector noise, not bone: scales are floored at 1 px
+        fine = ridge_map(coarse, ridge, sorted({max(1.0, s * size / 256) for s in sigmas}))
         return np.stack([pad_square(coarse, size), pad_square(fine, size)])
 
 

@@ -119,12 +119,27 @@ def _register():
     def li2021(image: np.ndarray, size: int, seg_size: int = 64, p: int = 90, q: int = 90, iterations: int = 50,
                lam: float = 4.0, mu: float = 1.0, min_labels: int = 3, margin: float = 0.02, clahe: bool = False
                ) -> np.ndarray:
-        """Unsupervised segmentation -> largest region -> crop its box (+ margin) -> equalise -> letterbox."""
+        """Unsupervised segmentation -> largest region -> remove the background (outside the region, grown by
+        one segmentation pixel) -> crop its box (+ margin) -> equalise the hand's histogram -> letterbox.
+
+        Equalising the whole crop instead spends half the grey levels on background noise and flattens the
+        bones to white (the synthetic demo then does not learn: 31.9 vs 13.3 months for the plain image).
+        After a failed localisation the whole image is equalised, unmasked.
+        """
+        from scipy import ndimage
+        from bac.preprocess import resize
         loc = locate_li(image, seg_size=seg_size, p=p, q=q, iterations=iterations, lam=lam, mu=mu,
                         min_labels=min_labels)
         crop, used = crop_to_box(image, loc["used"], margin)
         note(box=loc["box"], crop=used, reason=loc["reason"])
-        return pad_square(equalize(resize_long(crop, size), clahe=clahe), size)[None]
+        small = resize_long(crop, size)
+        mask = None
+        if loc["mask"] is not None:
+            grown = ndimage.binary_dilation(loc["mask"] > 127).astype(np.uint8) * 255
+            x0, y0, x1, y1 = used
+            full = resize(grown, image.shape[:2])[y0:y1, x0:x1]
+            mask = resize(full, small.shape[:2]) > 127
+        return pad_square(equalize(small, clahe=clahe, mask=mask), size)[None]
 
 
 _register()
