@@ -10,6 +10,8 @@ Used in: notebooks/20_li2021_mobilenetv3.ipynb, notebooks/90_comparison.ipynb, `
 """
 from __future__ import annotations
 
+import contextlib
+
 import time
 from functools import partial
 
@@ -63,10 +65,10 @@ class SexEmbeddingRegressor(nn.Module):
 
     def __init__(self, backbone: str = "mobilenetv3_large_100", pretrained: bool = False, pretrained_file: str = "",
                  in_chans: int = 1, use_sex: bool = True, sex_dim: int = SEX_DIM, hidden: int | None = None,
-                 age_mean: float = 0.0, age_sd: float = 1.0):
+                 age_mean: float = 0.0, age_sd: float = 1.0, backbone_kwargs: dict | None = None):
         super().__init__()
         self.backbone = _pretrained.create(backbone, pretrained=pretrained, pretrained_file=pretrained_file,
-                                           num_classes=0, in_chans=in_chans)
+                                           num_classes=0, in_chans=in_chans, **dict(backbone_kwargs or {}))
         # timm's MobileNetV3 pools 960 channels, then a 1x1 conv (no BN) + h-swish to 1,280 (Table 1).
         self.feature_dim = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         self.use_sex = use_sex
@@ -132,12 +134,14 @@ def table2_grid(cfg) -> list[dict]:
 
 def build(cfg, use_sex: bool = True, pretrained: bool | None = None, scaler: AgeScaler | None = None,
           in_chans: int | None = None) -> SexEmbeddingRegressor:
-    """The paper's model from the config (`backbone`, `pretrained`, `pretrained_file`, `hidden`, `in_chans`)."""
+    """The paper's model from the config (`backbone`, `backbone_kwargs`, `pretrained`, `pretrained_file`, `hidden`,
+    `in_chans`)."""
     scaler = scaler or AgeScaler(0.0, 1.0)
     return SexEmbeddingRegressor(cfg["backbone"], pretrained=cfg["pretrained"] if pretrained is None else pretrained,
                                  pretrained_file=cfg.get("pretrained_file", ""),
                                  in_chans=in_chans or cfg.get("in_chans", 1), use_sex=use_sex,
-                                 hidden=cfg.get("hidden"), age_mean=scaler.mean, age_sd=scaler.sd)
+                                 hidden=cfg.get("hidden"), age_mean=scaler.mean, age_sd=scaler.sd,
+                                 backbone_kwargs=cfg.get("backbone_kwargs"))
 
 
 def build_final(cfg) -> SexEmbeddingRegressor:
@@ -167,14 +171,15 @@ def fit(cfg, images: dict, df, use_sex: bool = True, pretrained: bool | None = N
                   in_chans=in_chans or images["train"].shape[1])
     dls = train.dataloaders(images, df, bs=cfg["bs"], augment=train.make_augment(**cfg["augment"]), seed=seed,
                             device=None if cfg.get("device", "auto") == "auto" else cfg["device"])
+    one_cycle = cfg.get("opt", "sgd") == "adamw_one_cycle"
     learn = train.learner(dls, model, loss_func=standardised_mse(model), cfg=cfg, wd=cfg["wd"],
-                          opt_func=partial(SGD, mom=cfg["momentum"]))
-    sched = ParamScheduler({"lr": step_schedule(cfg["lr"], cfg["epochs"], cfg["lr_step_every"])})
-    if quiet:
-        with learn.no_logging(), learn.no_bar():
-            learn.fit(cfg["epochs"], cbs=[sched])
-    else:
-        learn.fit(cfg["epochs"], cbs=[sched])
+                          opt_func=None if one_cycle else partial(SGD, mom=cfg["momentum"]))
+    with (learn.no_logging() if quiet else contextlib.nullcontext()), (learn.no_bar() if quiet else contextlib.nullcontext()):
+        if one_cycle:
+            learn.fit_one_cycle(cfg["epochs"], cfg["lr"])
+        else:
+            learn.fit(cfg["epochs"], cbs=[ParamScheduler({"lr": step_schedule(cfg["lr"], cfg["epochs"],
+                                                                               cfg["lr_step_every"])})])
     return learn
 
 

@@ -336,11 +336,15 @@ def fit(cfg, experiment: str, male: bool, images: dict, df, progress: bool = Fal
     model = build(cfg, experiment, male, age_mean=float(ages.mean()), age_scale=float(max(ages.std(), 1.0)))
     dls = train.dataloaders(imgs, rows, bs=cfg["bs"], augment=train.make_augment(**cfg["augment"]),
                             seed=cfg.get("seed", 0), device=None if cfg.get("device", "auto") == "auto" else cfg["device"])
+    one_cycle = cfg.get("opt", "sgd") == "adamw_one_cycle"
     learn = train.learner(dls, model, loss_func=lambda pred, y: scaled_l1(model, pred, y), cfg=cfg, wd=cfg["wd"],
-                          opt_func=partial(SGD, mom=cfg["momentum"], decouple_wd=False),
+                          opt_func=None if one_cycle else partial(SGD, mom=cfg["momentum"], decouple_wd=False),
                           cbs=[JigsawSteps(parse_experiment(experiment)["queue"])])
     with learn.no_logging(), (learn.no_bar() if not progress else contextlib.nullcontext()):
-        learn.fit(cfg["epochs"], lr=cfg["lr"], cbs=[ParamScheduler({"lr": lr_schedule(cfg)})])
+        if one_cycle:
+            learn.fit_one_cycle(cfg["epochs"], cfg["lr"])
+        else:
+            learn.fit(cfg["epochs"], lr=cfg["lr"], cbs=[ParamScheduler({"lr": lr_schedule(cfg)})])
     return learn
 
 
