@@ -36,6 +36,20 @@ def equalize(image: np.ndarray, clahe: bool = False, clip_limit: float = 0.01, m
     return out
 
 
+def equalised_crop(image: np.ndarray, used, size: int, mask: np.ndarray | None = None, clahe: bool = False
+                   ) -> np.ndarray:
+    """The crop `used` (box in `image`'s pixels) at `size` px (long side), equalised inside `mask` with the
+    background set to 0, letterboxed: (1, size, size). `mask`: a localiser's uint8 mask (0..255) over the
+    whole image at any resolution, stretched over the image and cropped like it; None equalises the whole crop.
+    Li 2021's and Zheng 2024's pipelines end with it."""
+    from bac.preprocess import pad_square, resize, resize_long
+    x0, y0, x1, y1 = used
+    small = resize_long(image[y0:y1, x0:x1], size)
+    if mask is not None:
+        mask = resize(resize(mask, image.shape[:2])[y0:y1, x0:x1], small.shape[:2]) > 127
+    return pad_square(equalize(small, clahe=clahe, mask=mask), size)[None]
+
+
 def quantiles(images, n: int = 64, thumb: int = 128) -> list[int]:
     """`n` evenly spaced grey-level quantiles of the pooled pixels of `images` (each reduced to `thumb` px):
     a JSON-able reference distribution for `match_histogram` (enters the prepared-image cache key)."""

@@ -96,24 +96,18 @@ def locate_zheng(image: np.ndarray, size: int = 0, unetpp: str = "", **_) -> dic
 
 
 def _register():
-    from bac.preprocess import note, pad_square, register, resize, resize_long
+    from bac.preprocess import note, register
     from bac.preprocess.boxes import crop_to_box
-    from bac.preprocess.intensity import equalize
+    from bac.preprocess.intensity import equalised_crop
 
     @register("zheng2024", locate=locate_zheng)
     def zheng2024(image: np.ndarray, size: int, unetpp: str = "", margin: float = 0.02, clahe: bool = False
                   ) -> np.ndarray:
         """UNet++ mask -> hand crop (+ margin) with the background zeroed -> equalised inside the hand."""
         loc = locate_zheng(image, unetpp=unetpp)
-        crop, used = crop_to_box(image, loc["used"], margin)
+        used = crop_to_box(image, loc["used"], margin)[1]   # checks the box lies in the image
         note(box=loc["box"], crop=used, reason=loc["reason"], score=loc["score"])
-        small = resize_long(crop, size)
-        mask = None
-        if loc["mask"] is not None:  # the probability map, stretched over the image, cropped like it
-            x0, y0, x1, y1 = used
-            full = resize(loc["mask"], image.shape)
-            mask = resize(full[y0:y1, x0:x1], small.shape) > 127
-        return pad_square(equalize(small, clahe=clahe, mask=mask), size)[None]
+        return equalised_crop(image, used, size, loc["mask"], clahe)   # mask: the UNet++ probability map
 
 
 _register()

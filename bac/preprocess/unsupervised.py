@@ -111,9 +111,9 @@ def locate_li(image: np.ndarray, size: int = 0, seg_size: int = 64, p: int = 90,
 
 
 def _register():
-    from bac.preprocess import note, pad_square, register, resize_long
+    from bac.preprocess import note, register
     from bac.preprocess.boxes import crop_to_box
-    from bac.preprocess.intensity import equalize
+    from bac.preprocess.intensity import equalised_crop
 
     @register("li2021", locate=locate_li)
     def li2021(image: np.ndarray, size: int, seg_size: int = 64, p: int = 90, q: int = 90, iterations: int = 50,
@@ -127,19 +127,14 @@ def _register():
         After a failed localisation the whole image is equalised, unmasked.
         """
         from scipy import ndimage
-        from bac.preprocess import resize
         loc = locate_li(image, seg_size=seg_size, p=p, q=q, iterations=iterations, lam=lam, mu=mu,
                         min_labels=min_labels)
-        crop, used = crop_to_box(image, loc["used"], margin)
+        used = crop_to_box(image, loc["used"], margin)[1]   # checks the box lies in the image
         note(box=loc["box"], crop=used, reason=loc["reason"])
-        small = resize_long(crop, size)
-        mask = None
-        if loc["mask"] is not None:
-            grown = ndimage.binary_dilation(loc["mask"] > 127).astype(np.uint8) * 255
-            x0, y0, x1, y1 = used
-            full = resize(grown, image.shape[:2])[y0:y1, x0:x1]
-            mask = resize(full, small.shape[:2]) > 127
-        return pad_square(equalize(small, clahe=clahe, mask=mask), size)[None]
+        mask = loc["mask"]
+        if mask is not None:
+            mask = ndimage.binary_dilation(mask > 127).astype(np.uint8) * 255
+        return equalised_crop(image, used, size, mask, clahe)
 
 
 _register()
