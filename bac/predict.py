@@ -193,22 +193,25 @@ def predict_arrays(net, images: np.ndarray, male, bs: int = 32) -> tuple[np.ndar
     return torch.cat(months).numpy(), (torch.cat(probs).numpy() if probs else None)
 
 
-@torch.no_grad()
 def latency(net, meta: dict, paths, male, threads: int = 1, warmup: int = 1) -> dict:
-    """Seconds per image on the CPU with `threads` threads: read the file, preprocess, forward (batch 1)."""
+    """Seconds per image on the CPU with `threads` threads: read the file, preprocess (the localiser runs: its
+    per-image cache is bypassed), forward (batch 1)."""
     from bac.data.rsna import read_image
+    from bac.preprocess import uncached_localisation
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     net = net.cpu().eval()
     times = []
     try:
-        for i, (path, m) in enumerate(zip(paths, male)):
-            t0 = time.perf_counter()
-            x = prepare_input(read_image(path), meta)
-            t1 = time.perf_counter()
-            net(train.normalize(torch.from_numpy(x[None])), torch.tensor([float(m)]))
-            if i >= warmup:
-                times.append((t1 - t0, time.perf_counter() - t1))
+        with uncached_localisation():
+            for i, (path, m) in enumerate(zip(paths, male)):
+                t0 = time.perf_counter()
+                x = prepare_input(read_image(path), meta)
+                t1 = time.perf_counter()
+                with torch.no_grad():   # (not around the pipeline: Li's segmentation network trains per image)
+                    net(train.normalize(torch.from_numpy(x[None])), torch.tensor([float(m)]))
+                if i >= warmup:
+                    times.append((t1 - t0, time.perf_counter() - t1))
     finally:
         torch.set_num_threads(old)
     if not times:

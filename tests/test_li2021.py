@@ -143,7 +143,7 @@ def test_fit_final_save_load_round_trip(tmp_path, monkeypatch):
 
 
 def test_latency_segments_afresh_and_leaves_the_cache_alone(tmp_path, monkeypatch):
-    """latency() times the real pipeline (no cached localisation) and restores BAC_CACHE_DIR afterwards."""
+    """latency() times the real pipeline (no cached localisation) and writes nothing to the cache."""
     import os
     from bac import config, data, preprocess
     torch.set_num_threads(1)

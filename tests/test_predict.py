@@ -128,3 +128,14 @@ def test_gaussian_intervals_are_calibrated():
     assert np.median(hi - lo) == pytest.approx(2 * 1.645 * sd, abs=2)
     assert metrics.interval_coverage(truth, lo, hi) == pytest.approx(0.9, abs=0.025)
     assert metrics.interval_coverage(truth, lo + 30, hi + 30) < 0.3
+
+
+def test_latency_runs_the_localiser_afresh(checkpoint, images, tmp_path, monkeypatch):
+    """`predict.latency` times the whole pipeline: Li's per-image segmentation (which trains a small network,
+    so it must run outside no_grad) on every image, nothing read from or written to the localisation cache."""
+    monkeypatch.setenv("BAC_CACHE_DIR", str(tmp_path / "cache"))
+    net, meta = predict.load_final(str(checkpoint[0]))
+    pngs, _ = images
+    r = predict.latency(net, meta, [str(p) for p in pngs], [1, 0], threads=1)
+    assert r["n"] == 1 and r["preprocess_s"] > 0 and r["total_s"] == pytest.approx(r["preprocess_s"] + r["forward_s"])
+    assert not (tmp_path / "cache" / "localised").exists()

@@ -105,6 +105,22 @@ def test_match_histogram_follows_the_reference():
     assert abs(np.percentile(out, 90) - np.percentile(ref_img, 90)) < 10
 
 
+def test_match_histogram_does_not_stretch_a_dark_background():
+    """Matching works on the foreground: a dark, noisy background (most of the film) stays dark and its noise
+    is not amplified when the reference films have brighter backgrounds; the hand's levels follow the
+    reference's foreground."""
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 8, (96, 96)).astype(np.uint8)              # dark film, detector noise
+    img[20:76, 30:66] = rng.integers(120, 200, (56, 36))             # the hand
+    ref_img = rng.integers(40, 80, (96, 96)).astype(np.uint8)        # a brighter background ...
+    ref_img[20:76, 30:66] = np.tile(np.linspace(150, 250, 36), (56, 1)).astype(np.uint8)  # ... and a hand
+    out = match_histogram(img, quantiles([ref_img], n=64))
+    bg, hand = np.ones(img.shape, bool), np.zeros(img.shape, bool)
+    hand[20:76, 30:66], bg[20:76, 30:66] = True, False
+    assert out[bg].std() < 3 * img[bg].std() and out[bg].max() < 150
+    assert abs(np.median(out[hand]) - np.median(ref_img[hand])) < 15
+
+
 def test_ridge_map_responds_to_a_bright_line():
     from bac.preprocess.ridge import ridge_map
     img = np.full((64, 64), 40, np.uint8)

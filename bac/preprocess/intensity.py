@@ -50,24 +50,42 @@ def equalised_crop(image: np.ndarray, used, size: int, mask: np.ndarray | None =
     return pad_square(equalize(small, clahe=clahe, mask=mask), size)[None]
 
 
+def foreground(image: np.ndarray) -> np.ndarray:
+    """The pixels above the image's Otsu threshold (hand, and any bright shutter or label); all of a flat image."""
+    from skimage.filters import threshold_otsu
+    image = np.asarray(image)
+    if image.max() == image.min():
+        return image.ravel()
+    return image[image > threshold_otsu(image)]
+
+
 def quantiles(images, n: int = 64, thumb: int = 128) -> list[int]:
-    """`n` evenly spaced grey-level quantiles of the pooled pixels of `images` (each reduced to `thumb` px):
-    a JSON-able reference distribution for `match_histogram` (enters the prepared-image cache key)."""
+    """`n` evenly spaced grey-level quantiles of the pooled foreground pixels (`foreground`) of `images`
+    (each reduced to `thumb` px): a JSON-able reference distribution for `match_histogram` (enters the
+    prepared-image cache key)."""
     from skimage.transform import resize
-    pix = [resize(im, (thumb, max(1, round(thumb * im.shape[1] / im.shape[0]))), order=1,
-                  preserve_range=True, anti_aliasing=True).ravel() for im in images]
+    pix = [foreground(resize(im, (thumb, max(1, round(thumb * im.shape[1] / im.shape[0]))), order=1,
+                             preserve_range=True, anti_aliasing=True)) for im in images]
     if not pix:
         raise ValueError("quantiles() needs at least one reference image (the training split was empty?)")
     return [int(round(v)) for v in np.quantile(np.concatenate(pix), np.linspace(0, 1, n))]
 
 
 def match_histogram(image: np.ndarray, reference) -> np.ndarray:
-    """Ren 2019's histogram matching: map `image`'s grey levels so that its histogram follows `reference`
-    (an image, or a list of quantiles from `quantiles`)."""
-    ref = np.asarray(reference)
-    if ref.ndim == 1:
-        ref = ref[None, :]
-    return np.clip(np.rint(exposure.match_histograms(image, ref)), 0, 255).astype(np.uint8)
+    """Ren 2019's histogram matching, on the foreground: the grey levels above the image's Otsu threshold
+    are mapped quantile to quantile onto `reference` (from `quantiles`: foreground quantiles of reference
+    images), the background below linearly onto [0, the reference's lowest level].
+
+    Matching the whole film (background included) to a reference pooled over films stretches a dark, flat
+    background over many grey levels (its detector noise becomes texture) and saturates the bones of films
+    whose background is bright (measured on the phantoms: see notebook 10's deviations).
+    """
+    image = np.asarray(image)
+    ref = np.asarray(reference, float).ravel()
+    src = np.quantile(foreground(image), np.linspace(0, 1, len(ref)))
+    src = np.maximum.accumulate(src) + np.arange(len(src)) * 1e-6     # np.interp needs increasing levels
+    xp, fp = np.concatenate([[min(0.0, src[0] - 1)], src]), np.concatenate([[0.0], ref])
+    return np.clip(np.rint(np.interp(image.astype(float), xp, fp)), 0, 255).astype(np.uint8)
 
 
 def _register():
