@@ -222,6 +222,23 @@ def test_trained_localiser_pipelines_shape_determinism_and_fallback(phantoms):
         P.PIPELINES["ren2019"](np.zeros((10, 10), np.uint8), 16)
 
 
+def test_ren2019_matched_crop_normalises_exposure_and_the_original_crop_keeps_it(phantoms, monkeypatch):
+    """The same film at half the exposure: the matched coarse map (the paper's) hardly changes, the coarse map
+    of the original grey levels (`matched_crop=False`, demo) halves; the box is the same either way."""
+    from bac.preprocess import detect as D
+    df, truth = phantoms
+    ph = truth[1]
+    ref = quantiles([ph.image], n=64)
+    monkeypatch.setattr(D, "detect", lambda img, key: (B.scale_box(ph.boxes["hand"], ph.image.shape, img.shape), 1.0))
+    dark = (ph.image // 2).astype(np.uint8)
+    kw = dict(detector="perfect", reference=ref, sigmas=[1.0, 2.0])
+    ren = P.PIPELINES["ren2019"]
+    m_full, m_dark = (ren(im, 64, **kw)[0].astype(float) for im in (ph.image, dark))
+    o_full, o_dark = (ren(im, 64, matched_crop=False, **kw)[0].astype(float) for im in (ph.image, dark))
+    assert np.abs(m_full - m_dark).mean() < 0.1 * m_full.mean()
+    assert o_dark.mean() == pytest.approx(o_full.mean() / 2, rel=0.1)
+
+
 def test_zheng2024_mask_from_a_perfect_localiser(phantoms, monkeypatch):
     """With the ground-truth mask as the 'UNet++ output', the crop is the hand box (IoU > 0.9) and the
     background outside the hand is zeroed."""

@@ -250,7 +250,7 @@ def settings(cfg):
 
 PARAM_KEYS = ("clahe", "margin", "li_size", "li_channels", "li_iters", "det_arch", "det_size", "det_steps",
               "det_bs", "det_lr", "det_train_n", "unet_encoder", "unet_decoder", "unet_size", "unet_steps", "unet_bs", "unet_lr",
-              "unet_train_n", "ridge", "ridge_sigmas", "ref_n")
+              "unet_train_n", "ridge", "ridge_sigmas", "ref_n", "ren_matched_crop")
 
 
 def pipeline_params(cfg, df, name: str) -> dict:
@@ -274,7 +274,7 @@ def pipeline_params(cfg, df, name: str) -> dict:
     if name == "ren2019":
         from bac.preprocess.detect import fit_detector, reference_histogram
         return dict(detector=fit_detector(cfg, df), reference=reference_histogram(cfg, df), ridge=s.ridge,
-                    sigmas=list(s.ridge_sigmas), margin=s.margin)
+                    sigmas=list(s.ridge_sigmas), margin=s.margin, matched_crop=s.ren_matched_crop)
     raise ValueError(f"no parameters known for pipeline {name!r}; known: plain, equalize, li2021, zheng2024, ren2019")
 
 

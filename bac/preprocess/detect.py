@@ -136,17 +136,19 @@ def locate_ren(image: np.ndarray, size: int = 256, detector: str = "", reference
 
 
 def _register():
-    from bac.preprocess import note, pad_square, register, resize_long
+    from bac.preprocess import note, pad_square, register, resize, resize_long
     from bac.preprocess.boxes import crop_to_box, scale_box
     from bac.preprocess.ridge import ridge_map
 
     @register("ren2019", locate=locate_ren)
     def ren2019(image: np.ndarray, size: int, detector: str = "", reference=None, ridge: str = "frangi",
-                sigmas=(1.0, 2.0, 4.0), margin: float = 0.02, min_score: float = 0.3) -> np.ndarray:
+                sigmas=(1.0, 2.0, 4.0), margin: float = 0.02, min_score: float = 0.3, matched_crop: bool = True
+                ) -> np.ndarray:
         """Histogram matching -> Faster R-CNN crop (coarse attention) and its Hessian ridge map (fine
-        attention), each letterboxed: (2, size, size). `sigmas` are in pixels at size 256 (scaled, >= 1 px)."""
+        attention), each letterboxed: (2, size, size). `sigmas` are in pixels at size 256 (scaled, >= 1 px).
+        `matched_crop=False` detects on the matched image but crops the original grey levels."""
         loc = locate_ren(image, size, detector=detector, reference=reference, min_score=min_score)
-        work = loc["work"]
+        work = loc["work"] if matched_crop else resize(image, loc["work"].shape)
         crop, used = crop_to_box(work, scale_box(loc["used"], image.shape, work.shape), margin)
         note(box=loc["box"], crop=scale_box(used, work.shape, image.shape), reason=loc["reason"], score=loc["score"])
         coarse = resize_long(crop, size)
