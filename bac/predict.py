@@ -195,30 +195,31 @@ def predict_arrays(net, images: np.ndarray, male, bs: int = 32) -> tuple[np.ndar
 
 def latency(net, meta: dict, paths, male, threads: int = 1, warmup: int = 1) -> dict:
     """Seconds per image on the CPU with `threads` threads: read the file, preprocess (the localiser runs: its
-    per-image cache is bypassed), forward (batch 1)."""
+    per-image cache is bypassed), forward (batch 1). Wall-clock means (`*_s`) and this process's CPU time
+    (`cpu_*_s`: less inflated when the CPU is shared)."""
     from bac.data.rsna import read_image
     from bac.preprocess import uncached_localisation
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     net = net.cpu().eval()
-    times = []
+    times = []      # (preprocess, forward, cpu preprocess, cpu forward) per image after the warm-up
     try:
         with uncached_localisation():
             for i, (path, m) in enumerate(zip(paths, male)):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 x = prepare_input(read_image(path), meta)
-                t1 = time.perf_counter()
+                t1, c1 = time.perf_counter(), time.process_time()
                 with torch.no_grad():   # (not around the pipeline: Li's segmentation network trains per image)
                     net(train.normalize(torch.from_numpy(x[None])), torch.tensor([float(m)]))
                 if i >= warmup:
-                    times.append((t1 - t0, time.perf_counter() - t1))
+                    times.append((t1 - t0, time.perf_counter() - t1, c1 - c0, time.process_time() - c1))
     finally:
         torch.set_num_threads(old)
     if not times:
-        raise ValueError(f"latency needs more than warmup={warmup} images")
-    prep, fwd = np.mean(times, axis=0)
-    return dict(preprocess_s=float(prep), forward_s=float(fwd), total_s=float(prep + fwd), n=len(times),
-                threads=threads)
+        raise ValueError(f"latency needs more than warmup={warmup} images, got {len(list(paths))}")
+    prep, fwd, cpu_prep, cpu_fwd = (float(v) for v in np.mean(times, axis=0))
+    return dict(preprocess_s=prep, forward_s=fwd, total_s=prep + fwd, cpu_preprocess_s=cpu_prep,
+                cpu_forward_s=cpu_fwd, cpu_total_s=cpu_prep + cpu_fwd, n=len(times), threads=threads)
 
 
 def same_run(meta: dict, cfg) -> bool:

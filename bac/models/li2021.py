@@ -11,8 +11,6 @@ Used in: notebooks/20_li2021_mobilenetv3.ipynb, notebooks/90_comparison.ipynb, `
 from __future__ import annotations
 
 import contextlib
-
-import time
 from functools import partial
 
 import numpy as np
@@ -209,36 +207,8 @@ def history(learn):
 
 def latency(model: nn.Module, paths, male, pipeline: str, size: int, params: dict | None = None,
             threads: int = 1, warmup: int = 1) -> dict:
-    """Seconds per image on the CPU, `threads` threads: the pipeline from the image file (run afresh:
-    `bac.preprocess.uncached_localisation`) + one model forward (batch 1).
-    Wall-clock means (`*_s`) and this process's CPU time (`cpu_*_s`: less inflated when the CPU is shared)."""
-    from bac.data.rsna import read_image
-    from bac.preprocess import PIPELINES, uncached_localisation
-    from bac.train import normalize
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    model = model.cpu().eval()
-    fn = PIPELINES[pipeline]
-    prep, fwd, cpu_prep, cpu_fwd = [], [], [], []
-    try:
-        with uncached_localisation():
-            for i, (path, m) in enumerate(zip(paths, male)):
-                t0, c0 = time.perf_counter(), time.process_time()
-                img = fn(read_image(path), size, **(params or {}))   # file read included
-                t1, c1 = time.perf_counter(), time.process_time()
-                with torch.no_grad():   # (not around the pipeline: its segmentation network trains per image)
-                    model(normalize(torch.from_numpy(img[None])), torch.tensor([float(m)]))
-                t2, c2 = time.perf_counter(), time.process_time()
-                if i >= warmup:
-                    prep.append(t1 - t0)
-                    fwd.append(t2 - t1)
-                    cpu_prep.append(c1 - c0)
-                    cpu_fwd.append(c2 - c1)
-    finally:
-        torch.set_num_threads(old)
-    if not prep:
-        raise ValueError(f"latency needs more than warmup={warmup} images, got {len(list(paths))}")
-    return dict(preprocess_s=float(np.mean(prep)), forward_s=float(np.mean(fwd)),
-                total_s=float(np.mean(prep) + np.mean(fwd)), cpu_preprocess_s=float(np.mean(cpu_prep)),
-                cpu_forward_s=float(np.mean(cpu_fwd)), cpu_total_s=float(np.mean(cpu_prep) + np.mean(cpu_fwd)),
-                n=len(prep), threads=threads)
+    """Seconds per image on the CPU, `threads` threads: the pipeline from the image file (run afresh) + one
+    model forward (batch 1): `bac.predict.latency` for a model not saved yet."""
+    from bac.predict import latency as timed
+    return timed(model, dict(pipeline=pipeline, size=size, params=params or {}), paths, male, threads=threads,
+                 warmup=warmup)

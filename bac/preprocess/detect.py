@@ -107,23 +107,30 @@ def detect(image: np.ndarray, key: str) -> tuple[list[int] | None, float]:
     return box, float(out["scores"][0])
 
 
-def work_image(image: np.ndarray, size: int, reference) -> np.ndarray:
-    """Ren's first step on a reduced copy (long side 2 x `size`, or the original if smaller): histogram
-    matching to the reference; the crop is taken from it."""
+def reduced(image: np.ndarray, size: int) -> np.ndarray:
+    """The copy Ren's steps work on: long side 2 x `size`, or the original if smaller."""
     from bac.preprocess import resize_long
+    return resize_long(image, min(max(image.shape), 2 * size))
+
+
+def work_image(image: np.ndarray, size: int, reference, small: np.ndarray | None = None) -> np.ndarray:
+    """Ren's first step on the reduced copy (`small`, made here if not given): histogram matching to the
+    reference; the detector runs on it and the crop is taken from it."""
     from bac.preprocess.intensity import match_histogram
-    return match_histogram(resize_long(image, min(max(image.shape), 2 * size)), reference)
+    return match_histogram(reduced(image, size) if small is None else small, reference)
 
 
 def locate_ren(image: np.ndarray, size: int = 256, detector: str = "", reference=None, min_score: float = 0.3,
                **_) -> dict:
-    """Faster R-CNN box on the histogram-matched image, in `image`'s pixels (cached per image)."""
+    """Faster R-CNN box on the histogram-matched image, in `image`'s pixels (cached per image); also the
+    reduced copy (`small`) and its matched version (`work`)."""
     from bac.preprocess import cached_localisation
     from bac.preprocess.boxes import scale_box
     if not detector or reference is None:
         raise ValueError("pipeline 'ren2019' needs detector=<key> and reference=<quantiles>: use "
                          "bac.preprocess.pipeline_params(cfg, df, 'ren2019')")
-    work = work_image(image, size, reference)
+    small = reduced(image, size)
+    work = work_image(image, size, reference, small)
 
     def run(img):
         box, score = detect(img, detector)
@@ -131,12 +138,12 @@ def locate_ren(image: np.ndarray, size: int = 256, detector: str = "", reference
     loc = cached_localisation("detector", dict(key=detector, min_score=min_score), work, run)
     for k in ("box", "used"):
         loc[k] = scale_box(loc[k], work.shape, image.shape) if loc[k] else loc[k]
-    loc["work"] = work
+    loc["work"], loc["small"] = work, small
     return loc
 
 
 def _register():
-    from bac.preprocess import note, pad_square, register, resize, resize_long
+    from bac.preprocess import note, pad_square, register, resize_long
     from bac.preprocess.boxes import crop_to_box, scale_box
     from bac.preprocess.ridge import ridge_map
 
@@ -148,7 +155,7 @@ def _register():
         attention), each letterboxed: (2, size, size). `sigmas` are in pixels at size 256 (scaled, >= 1 px).
         `matched_crop=False` detects on the matched image but crops the original grey levels."""
         loc = locate_ren(image, size, detector=detector, reference=reference, min_score=min_score)
-        work = loc["work"] if matched_crop else resize(image, loc["work"].shape)
+        work = loc["work"] if matched_crop else loc["small"]
         crop, used = crop_to_box(work, scale_box(loc["used"], image.shape, work.shape), margin)
         note(box=loc["box"], crop=scale_box(used, work.shape, image.shape), reason=loc["reason"], score=loc["score"])
         coarse = resize_long(crop, size)
