@@ -26,8 +26,10 @@ data: setup
 reports: data
 	$(BIN)/python -m bac run --profile $(PROFILE)
 
-# Unit tests, the exploration notebook through nbval, and every other notebook once through the runner (smoke)
+# The commit-time checks (.pre-commit-config.yaml: ruff, stripped notebooks, no large files or real RSNA images),
+# then unit tests, the exploration notebook through nbval, and every other notebook once through the runner (smoke)
 test: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pre-commit run --all-files
 	BAC_OUT_DIR=$(CURDIR)/build/test-reports $(BIN)/python -m pytest tests notebooks/01_data_exploration.ipynb --nbval-lax -p no:cacheprovider
 
 smoke: setup

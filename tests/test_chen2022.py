@@ -70,7 +70,8 @@ def test_soft_label_loss_is_zero_on_the_soft_labels():
     ages = torch.tensor([50.0, 180.0])
     y = C.soft_labels(ages)
     assert C.SoftLabelLoss(50, "l1")((None, y), ages).item() == pytest.approx(0.0)
-    assert C.SoftLabelLoss(50, "l1")((None, torch.zeros_like(y)), ages).item() == pytest.approx(50 / 240)  # each row sums to l
+    # each row sums to l
+    assert C.SoftLabelLoss(50, "l1")((None, torch.zeros_like(y)), ages).item() == pytest.approx(50 / 240)
     with pytest.raises(ValueError, match="cls_loss"):
         C.SoftLabelLoss(50, "mse")
 

@@ -1,6 +1,5 @@
 """The frame every notebook uses: profiles, reports, environment files, pretrained-weight errors, metrics."""
 import json
-import os
 import re
 import tomllib
 from pathlib import Path
@@ -87,14 +86,17 @@ def test_metrics_on_known_inputs():
     assert metrics.mean_predictor_mae([0, 10], [5, 7]) == pytest.approx(1.0)
     lo, hi = metrics.bootstrap_ci(np.r_[np.zeros(50), np.ones(50)], n_boot=500)
     assert lo < 0.5 < hi and hi - lo < 0.3
-    p = np.zeros((2, 240)); p[0, 99] = 1; p[1, 9:30] = 1 / 21
+    p = np.zeros((2, 240))
+    p[0, 99] = 1
+    p[1, 9:30] = 1 / 21
     lo, hi = metrics.distribution_interval(p, 0.9)
     assert (lo[0], hi[0]) == (100, 100) and lo[1] >= 10 and hi[1] <= 30
     assert metrics.interval_coverage([100, 5], lo, hi) == 0.5
     t = metrics.paired_tests([1, 2, 3, 4, 5.5], [1, 2, 3, 4, 5])
     assert t["mean_diff"] == pytest.approx(0.1)
     rng = np.random.default_rng(0)
-    a = rng.random(200); b = a + 0.5
+    a = rng.random(200)
+    b = a + 0.5
     assert metrics.paired_tests(b, a)["p_t"] < 1e-6 and metrics.paired_tests(b, a)["p_wilcoxon"] < 1e-6
 
 

@@ -64,7 +64,8 @@ def test_attention_blocks_keep_shape_and_are_identity_with_zero_output_weights()
     y_nl, y_ca = nl(x), ca(x)
     assert y_nl.shape == x.shape and y_ca.shape == x.shape
     assert not torch.allclose(y_nl, x) and not torch.allclose(y_ca, x)
-    nl.out[1].weight.data.zero_(); nl.out[1].bias.data.zero_()
+    nl.out[1].weight.data.zero_()
+    nl.out[1].bias.data.zero_()
     assert torch.allclose(nl(x), x)
     nl.keep_attention = True
     nl(x)

@@ -41,7 +41,8 @@ def test_official_layout_and_columns(dataset):
     assert list(val.columns) == ["Image ID", "male", "Bone Age (months)"]
     first = [p.stem for p in (vdir / "boneage-validation-dataset-1").glob("*.png")]
     second = [p.stem for p in (vdir / "boneage-validation-dataset-2").glob("*.png")]
-    assert sorted(map(int, first)) == list(val["Image ID"][:2]) and sorted(map(int, second)) == list(val["Image ID"][2:])
+    assert sorted(map(int, first)) == list(val["Image ID"][:2])
+    assert sorted(map(int, second)) == list(val["Image ID"][2:])
 
     tdir = dataset / "Bone Age Test Set"
     rows = list(openpyxl.load_workbook(tdir / "Bone age ground truth.xlsx").active.values)
