@@ -7,11 +7,17 @@ They do not use the synthetic phantom generator, so loader tests stay independen
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+# Tests never write into the repository's reports/: `make test` sets BAC_OUT_DIR; a bare `pytest` gets a
+# temporary folder (configs resolved without out_dir, and notebooks run by nbval, read it).
+os.environ.setdefault("BAC_OUT_DIR", tempfile.mkdtemp(prefix="bac-test-reports-"))
 
 # Ids and labels of the fake release: (id, boneage, male). Ages are floats in the test set (mean of raters).
 TRAIN_ROWS = [(1377, 180, False), (1378, 12, False), (1379, 94, True), (1380, 120, True), (1381, 228, True),

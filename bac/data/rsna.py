@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
+
+from bac import warn_once
 
 
 class DataError(ValueError):
@@ -74,21 +75,21 @@ def _nested(folder: Path) -> list[Path]:
     return [folder, folder / folder.name]
 
 
-def _split_sources(root: Path, layout: str) -> list[tuple[str, Path | None, list[Path]]]:
-    """(split, label file or None, image folders to search) for each split the layout has."""
+def _split_sources(root: Path, layout: str, warned: list | None = None) -> list[tuple[str, Path | None, list[Path]]]:
+    """(split, label file or None, image folders to search) for each split the layout has; warnings go to `warned`."""
     train_labels = [root / n for n in TRAIN_LABELS if (root / n).is_file()]
     if not train_labels:
         raise MissingDataError(f"No training label file in {root}: looked for {' or '.join(TRAIN_LABELS)}. "
                                "Copy the CSV that came with the training images next to their folder.")
     if len(train_labels) > 1 and _sha256(train_labels[0]) != _sha256(train_labels[1]):
-        warnings.warn(f"Both {TRAIN_LABELS[0]} and {TRAIN_LABELS[1]} are in {root} and differ; reading "
-                      f"{TRAIN_LABELS[0]}.", stacklevel=3)
+        warn_once(f"Both {TRAIN_LABELS[0]} and {TRAIN_LABELS[1]} are in {root} and differ; reading "
+                  f"{TRAIN_LABELS[0]}.", stacklevel=3, record=warned)
     sources = [("train", train_labels[0], _nested(root / TRAIN))]
     if layout == "kaggle":
         if (root / f"{KAGGLE_TEST}.csv").is_file():
             sources.append(("test", root / f"{KAGGLE_TEST}.csv", _nested(root / KAGGLE_TEST)))
         else:
-            warnings.warn(f"No {KAGGLE_TEST}.csv in {root}: the table has no test rows.", stacklevel=3)
+            warn_once(f"No {KAGGLE_TEST}.csv in {root}: the table has no test rows.", stacklevel=3, record=warned)
         return sources
     for split, folder, names, image_dirs in (
             ("validation", root / VALID_DIR, VALID_LABELS,
@@ -96,7 +97,7 @@ def _split_sources(root: Path, layout: str) -> list[tuple[str, Path | None, list
               *_nested(root / VALID_DIR / "boneage-validation-dataset-2")]),
             ("test", root / TEST_DIR, TEST_LABELS, [root / TEST_DIR, *_nested(root / TEST_DIR / "Test Set Images")])):
         if not folder.is_dir():
-            warnings.warn(f"No '{folder.name}/' in {root}: the table has no {split} rows.", stacklevel=3)
+            warn_once(f"No '{folder.name}/' in {root}: the table has no {split} rows.", stacklevel=3, record=warned)
             continue
         labels = [folder / n for n in names if (folder / n).is_file()]
         if not labels:
@@ -194,13 +195,15 @@ def load_table(root, drop_invalid: bool = False, check_files: bool = True) -> pd
     Raises `DataError` listing every invalid row (bad id, missing/out-of-range age, unknown sex code,
     duplicate id, duplicate or missing image), unless `drop_invalid`, which drops them with a warning per
     reason and counts in `df.attrs["dropped"]`. `check_files=False` skips the missing-image check.
-    attrs: `layout`, `label_files` {relative path: sha256}, `dropped`, `notes`.
+    attrs: `layout`, `label_files` {relative path: sha256}, `dropped`, `notes`, `warnings` (every data warning of
+    this load; `bac.warn_once` shows each distinct one once per process).
     """
     root = Path(root).expanduser().resolve()
     layout = detect_layout(root)
     notes: list[str] = []
+    warned: list[str] = []  # every data warning of this load, shown or not (each is shown once per process)
     parts, label_files, folders = [], {}, {}
-    for split, label_path, image_dirs in _split_sources(root, layout):
+    for split, label_path, image_dirs in _split_sources(root, layout, warned):
         table, has_age = _read_labels(label_path, root)
         label_files[label_path.relative_to(root).as_posix()] = _sha256(label_path)
         index = _index_images(image_dirs)
@@ -215,8 +218,8 @@ def load_table(root, drop_invalid: bool = False, check_files: bool = True) -> pd
                          f"official decimal ground truth is '{TEST_DIR}/{TEST_LABELS[0]}' of the RSNA release.")
         orphans = sorted(set(index) - {int(i) for i in ids.dropna() if float(i).is_integer()})
         if orphans:
-            warnings.warn(f"{len(orphans)} images in {folders[split][0]} have no row in {label_path.name} "
-                          f"(ids {orphans[:5]}); they are not in the table.", stacklevel=2)
+            warn_once(f"{len(orphans)} images in {folders[split][0]} have no row in {label_path.name} "
+                      f"(ids {orphans[:5]}); they are not in the table.", stacklevel=2, record=warned)
     raw = pd.concat(parts, ignore_index=True)
 
     ids = pd.to_numeric(raw.id_raw, errors="coerce")
@@ -256,7 +259,7 @@ def load_table(root, drop_invalid: bool = False, check_files: bool = True) -> pd
                             "(counts go to df.attrs['dropped']).")
         dropped = {k: int(v) for k, v in reason[reason != ""].value_counts().items()}
         for name, count in dropped.items():
-            warnings.warn(f"Dropped {count} rows under {root}: {name}.", stacklevel=2)
+            warn_once(f"Dropped {count} rows under {root}: {name}.", stacklevel=2, record=warned)
 
     keep = reason == ""
     df = pd.DataFrame({
@@ -273,9 +276,10 @@ def load_table(root, drop_invalid: bool = False, check_files: bool = True) -> pd
     if layout == "official" and len(test_ages) and (test_ages % 1 == 0).all():
         msg = ("The test labels are all integers: this is not the official RSNA ground truth (the mean of six "
                "raters, with decimals: case 4360 = 168.93). Use 'Bone age ground truth.xlsx' from the release.")
-        warnings.warn(msg, stacklevel=2)
+        warn_once(msg, stacklevel=2, record=warned)
         notes.append(msg)
-    df.attrs.update(layout=layout, root=str(root), label_files=label_files, dropped=dropped, notes=notes)
+    df.attrs.update(layout=layout, root=str(root), label_files=label_files, dropped=dropped, notes=notes,
+                    warnings=warned)
     return df
 
 
