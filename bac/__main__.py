@@ -1,4 +1,4 @@
-"""Command line: `python -m bac run|synth|predict ...` (also installed as the `bac` script)."""
+"""Command line: `python -m bac run|synth|predict|compare ...` (also installed as the `bac` script)."""
 from __future__ import annotations
 
 import argparse
@@ -41,6 +41,10 @@ def main(argv=None) -> int:
     pr.add_argument("--model", default="li2021", help="model id or a checkpoint (.safetensors)")
     pr.add_argument("--out", default="predictions")
 
+    c = sub.add_parser("compare", help="check that two report folders hold the same numbers (timings aside)")
+    c.add_argument("a", help="a report folder, e.g. reports/")
+    c.add_argument("b", help="another, e.g. a copy made before rerunning")
+
     a = p.parse_args(argv)
     if a.cmd == "run":
         from bac.runner import run
@@ -65,6 +69,11 @@ def main(argv=None) -> int:
                                  seed=a.seed, workers=a.workers)
         print(f"wrote {n_train + n_val + n_test} synthetic radiographs to {out}")
         return 0
+    if a.cmd == "compare":
+        from bac.report import compare_reports
+        diff = compare_reports(a.a, a.b)
+        print("\n".join(diff) if diff else f"{a.a} and {a.b} hold the same numbers (wall-clock timings aside)")
+        return 1 if diff else 0
     if a.cmd == "predict":
         from bac.predict import main as predict_main
         return predict_main(a)

@@ -32,11 +32,23 @@ def upsample(maps: torch.Tensor, size) -> torch.Tensor:
     return nn.functional.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
 
 
-def normalize_map(m: np.ndarray, scale: float = 100.0) -> np.ndarray:
-    """Min-max to [0, scale] (Chen 2022's thresholds tau are on a 0-100 scale, as we read them)."""
+def normalize_map(m: np.ndarray, scale: float | str = "authors") -> np.ndarray:
+    """The map on the scale its thresholds tau are read on.
+
+    "authors": as Chen et al.'s released code makes the map that `data/crop_patches.py` thresholds (at 40 for the
+    hand): m / max(m) as 8 bits (negatives clipped: their uint8 cast of negative values is undefined), coloured
+    with OpenCV's COLORMAP_JET, written as PNG and read back as grey (`cv2.imread(path, 0)`), 0..255. Jet's grey
+    level rises to 225 at heat ~158 and falls to 38 at 255, so their 40 keeps heat levels 37..253 of 255: about
+    15 % of the maximum and up. A number: min-max to [0, scale] (our earlier reading, kept in smoke/demo)."""
     m = np.asarray(m, float)
+    if scale == "authors":
+        import cv2  # opencv-python-headless, as the authors used
+        top = m.max()
+        heat = np.zeros(m.shape, np.uint8) if top <= 0 else (255 * np.clip(m / top, 0, 1)).astype(np.uint8)
+        png = cv2.imencode(".png", cv2.applyColorMap(heat, cv2.COLORMAP_JET))[1]
+        return cv2.imdecode(png, cv2.IMREAD_GRAYSCALE).astype(float)
     lo, hi = m.min(), m.max()
-    return np.zeros_like(m) if hi - lo < 1e-12 else (m - lo) / (hi - lo) * scale
+    return np.zeros_like(m) if hi - lo < 1e-12 else (m - lo) / (hi - lo) * float(scale)
 
 
 def threshold_box(m: np.ndarray, tau: float, largest: bool = True):

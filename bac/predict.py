@@ -43,8 +43,10 @@ def save_final(cfg, model, name: str = "final") -> Path:
 
 def _meta(cfg, module) -> dict:
     pipeline, size, params = module.final_pipeline(cfg)
+    from bac.data import code_version
     return dict(paper=cfg["paper"], config={k: v for k, v in cfg.items() if _jsonable(v)}, pipeline=pipeline,
-                size=int(size), params=params, data_source=cfg.get("data_source"), profile=cfg.get("profile"))
+                size=int(size), params=params, data_source=cfg.get("data_source"), profile=cfg.get("profile"),
+                code_version=code_version())
 
 
 def load_final(model: str, reports=None):
@@ -172,7 +174,9 @@ def predict_files(files, sex=None, model: str = "li2021", out=None, reports=None
         rows.append(row)
     df = pd.DataFrame(rows)
     if out:
-        df.to_csv(out / "predictions.csv", index=False)
+        from bac.report import portable
+        df.assign(file=df.file.map(portable), cam_png=df.cam_png.map(portable)).to_csv(out / "predictions.csv",
+                                                                                       index=False)
     return df
 
 
@@ -223,18 +227,26 @@ def latency(net, meta: dict, paths, male, threads: int = 1, warmup: int = 1) -> 
 
 
 def same_run(meta: dict, cfg) -> bool:
-    """Whether a saved final model was trained on `cfg`'s data, profile, dry-run flag and official split."""
-    c = meta.get("config", {})
-    return (c.get("split_scheme") == "official" and c.get("data_root") == cfg.get("data_root")
-            and c.get("profile") == cfg["profile"] and bool(c.get("dry_run")) == bool(cfg.get("dry_run"))
-            and c.get("seed") == cfg.get("seed"))
+    """Whether a saved final model is exactly what `fit_final(cfg, ...)` would train now: the same code version
+    (`bac.data.code_version`) and every setting of `cfg` (data, profile, seed, dry run, official split, ...)
+    equal to the one it was trained with. Anything else is retrained, never reused."""
+    from bac.data import code_version
+    saved = meta.get("config", {})
+    same = lambda v, w: json.loads(json.dumps(v, default=str)) == w  # noqa: E731  (tuples are lists in JSON)
+    return (meta.get("code_version") == code_version() and saved.get("split_scheme") == "official"
+            and all(same(v, saved.get(k)) for k, v in cfg.items() if k not in RUN_FACTS and _jsonable(v)))
+
+
+# Config fields that a run fills in from the settings, data and code (fitted localisers' keys) or that do not
+# change what is trained: `same_run` does not compare them.
+RUN_FACTS = ("command", "out_dir", "pipeline_params", "locators")
 
 
 def comparison_model(paper: str, cfg, df, progress: bool = False):
     """(model, meta, how, checkpoint path) of `paper`'s final model on the official split `df`, for notebook 90.
 
-    Reuses the paper notebook's checkpoint, or one this notebook saved before, when it was trained on the
-    same data, profile and split (`same_run`); otherwise trains it with the module's `fit_final` and saves it
+    Reuses the paper notebook's checkpoint, or one this notebook saved before, when it is exactly what would be
+    trained now (same code and settings: `same_run`); otherwise trains it with the module's `fit_final` and saves it
     under `<out>/comparison/checkpoints/<paper>.safetensors`.
     """
     from bac import config, data
@@ -243,7 +255,8 @@ def comparison_model(paper: str, cfg, df, progress: bool = False):
     data.load(pcfg, split="official", progress=False)  # fills data_root, split_scheme, label files
     own = final_path(cfg["out_dir"], paper)
     here = Path(cfg["out_dir"]) / "comparison" / "checkpoints" / f"{paper}.safetensors"
-    for path, how in ((own, f"checkpoint of notebook {paper}"), (here, "checkpoint of an earlier run of this notebook")):
+    for path, how in ((own, f"checkpoint of notebook {paper}"),
+                      (here, "checkpoint of an earlier run of this notebook")):
         if path.exists():
             net, meta = load_final(str(path))
             if same_run(meta, pcfg):

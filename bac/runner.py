@@ -1,4 +1,5 @@
-"""`bac run`: execute the notebooks headless with papermill and regenerate the reports index.
+"""`bac run`: execute the notebooks headless with papermill and regenerate the reports index (`<out>/README.md`,
+with the command, code revision, machine and wall time of the run; the top-level README is never rewritten).
 
 Each notebook runs in its own process (papermill's timeout is per cell; ours is per notebook), never in
 place: the executed copy goes to `<out>/notebooks/`. A failing notebook does not stop the others; the
@@ -66,8 +67,9 @@ def _run_one(nb: Path, out: Path, params: dict, timeout: float, progress: bool) 
            "1" if progress else "0"]
     log = (out / "notebooks" / f"{nb.stem}.log").open("w")
     t0 = time.time()
+    # PYTHONHASHSEED: the kernel (papermill starts it with this environment) orders sets the same way every run
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=nb.parent, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONHASHSEED": "0"})
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -104,7 +106,7 @@ def run(profile: str = "demo", only: str | None = None, data_dir: str = "", out:
                   OVERRIDES=overrides, COMMAND=command.strip())
     print(f"Running {len(notebooks)} notebook(s), profile {profile}{' (dry run)' if dry_run_full else ''}, "
           f"{jobs} at a time, timeout {timeout:.0f} s each -> {out}", flush=True)
-    outcomes = []
+    outcomes, t_start = [], time.time()
     bar = tqdm(total=len(notebooks), desc="notebooks", unit="nb", disable=not progress)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = [pool.submit(_run_one, nb, out, params, timeout, progress and jobs == 1) for nb in notebooks]
@@ -116,28 +118,15 @@ def run(profile: str = "demo", only: str | None = None, data_dir: str = "", out:
                       (f"\n           {res.detail}" if res.status != "ok" else ""))
     bar.close()
     timings = pd.DataFrame([dict(notebook=o.notebook, status=o.status, seconds=o.seconds) for o in outcomes])
-    timings = timings.sort_values("seconds", ascending=False)
-    print("\nTiming (slowest first):\n" + timings.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
-    index = report.write_index(out, timings.assign(profile=profile))
+    print("\nTiming (slowest first):\n" + timings.sort_values("seconds", ascending=False).to_string(
+        index=False, float_format=lambda v: f"{v:.1f}"))
+    index = report.write_index(out, timings.assign(profile=profile), provenance=dict(
+        command=command.strip(), seconds=time.time() - t_start, jobs=jobs))
     print(f"Reports index: {index}")
-    if out == (REPO / "reports").resolve():
-        update_readme_results(out)
     failed = [o for o in outcomes if o.status != "ok"]
     if failed:
         print(f"\n{len(failed)} notebook(s) failed:\n" + "\n".join(f"  {o.notebook}: {o.detail}" for o in failed))
     return outcomes
-
-
-def update_readme_results(out: Path, readme: Path = REPO / "README.md") -> None:
-    """Replace the results block of the top-level README with the generated table."""
-    from bac import report
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
-    if not readme.exists() or start not in readme.read_text():
-        return
-    text = readme.read_text()
-    head, rest = text.split(start, 1)
-    tail = rest.split(end, 1)[1] if end in rest else ""
-    readme.write_text(f"{head}{start}\n{report.results_markdown(out)}{end}{tail}")
 
 
 def _child(nb: str, executed: str, params: str, status_file: str, progress: str) -> None:
@@ -149,7 +138,8 @@ def _child(nb: str, executed: str, params: str, status_file: str, progress: str)
                             cwd=str(Path(nb).parent), kernel_name="python3", log_output=False)
     except pm.PapermillExecutionError as err:
         first = (err.source or "").strip().splitlines()[:1]
-        status = dict(status="failed", detail=f"cell {err.cell_index} of the executed copy (In [{err.exec_count}]) raised {err.ename}: "
+        status = dict(status="failed", detail=f"cell {err.cell_index} of the executed copy (In [{err.exec_count}]) "
+                                              f"raised {err.ename}: "
                                               f"{err.evalue} | source: {first[0][:100] if first else ''} "
                                               f"| executed copy: {executed}")
     except Exception as err:  # kernel death, bad notebook JSON, ...

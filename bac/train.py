@@ -86,9 +86,29 @@ def dataloaders(images: dict, table, bs: int = 32, augment=None, seed: int = 0, 
         sets[split] = ArrayDataset(images[split], rows.boneage.values, rows.male.values,
                                    augment if split == "train" else None)
     torch.manual_seed(seed)
-    return DataLoaders.from_dsets(sets["train"], sets["validation"], bs=bs, num_workers=num_workers,
-                                  device=torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")),
-                                  drop_last=len(sets["train"]) > bs)
+    dls = DataLoaders.from_dsets(sets["train"], sets["validation"], bs=bs, num_workers=num_workers,
+                                 device=torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")),
+                                 drop_last=len(sets["train"]) > bs)
+    reseed(dls, seed)
+    return dls
+
+
+def reseed(dls, seed: int) -> None:
+    """Give every loader of `dls` its own shuffling generator seeded by `seed`. fastai seeds a loader's
+    generator from Python's global `random` when the loader is built, which nothing seeds at start-up: the
+    shuffling order (and every number trained from it) would change from one process to the next."""
+    import random
+    for dl in dls.loaders:
+        dl.rng = random.Random(seed)
+
+
+def keras_adam(beta2: float = 0.999):
+    """fastai's Adam with Keras's defaults (beta2 0.999, eps 1e-7, no weight decay unless the Learner sets one),
+    for the papers that trained in Keras (Ren 2019; Chen 2022, whose released code sets beta_2=0.999). fastai's
+    own default beta2 (`sqr_mom`) is 0.99."""
+    from functools import partial
+    from fastai.optimizer import Adam
+    return partial(Adam, sqr_mom=beta2, eps=1e-7)
 
 
 def mae_months(pred, target):
@@ -117,11 +137,15 @@ class MaxSteps(Callback):
                 raise CancelFitException()
 
 
-def learner(dls, model: nn.Module, loss_func=l1_loss, opt_func=None, cbs=None, cfg=None, wd: float | None = None):
-    """A fastai Learner with the MAE metric, quiet in logs, honouring `cfg.max_steps` for dry runs."""
+def learner(dls, model: nn.Module, loss_func=l1_loss, opt_func=None, cbs=None, cfg=None, wd: float | None = None,
+            seed: int | None = None):
+    """A fastai Learner with the MAE metric, quiet in logs, honouring `cfg.max_steps` for dry runs; its loaders
+    shuffle from `seed` (default `cfg.seed`)."""
     from fastai.learner import Learner
     from fastai.optimizer import Adam
     cbs = list(cbs or [])
+    if seed is not None or cfg is not None:  # every run shuffles from its seed, whatever used these loaders before
+        reseed(dls, seed if seed is not None else cfg.get("seed", 0))
     if cfg is not None and cfg.get("max_steps"):
         cbs.append(MaxSteps(cfg["max_steps"]))
     learn = Learner(dls, model, loss_func=loss_func, opt_func=opt_func or Adam, metrics=[mae_months], cbs=cbs,
@@ -155,8 +179,28 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+# The one place that says what is deterministic. On a CPU every kernel bac uses gives the same result for the
+# same inputs and thread count (tests/test_reproducible.py checks it across processes), so a result depends
+# on code, data, seed and machine type (threads) only; torch's deterministic mode is not switched on there
+# (it changes nothing we use and cost 6-11 % of a training step here). On a GPU, cuDNN autotuning is off and
+# torch is asked for deterministic kernels; the few ops that have none (e.g. some scatter/index backward
+# passes) warn instead of failing, and their results may differ from run to run in the last digits. Every
+# metrics.json records this note.
+DETERMINISM = ("CPU: deterministic for a fixed thread count (torch_threads in env); CUDA: cudnn.deterministic, "
+               "no autotuning, torch.use_deterministic_algorithms(warn_only=True): ops without a deterministic "
+               "CUDA kernel warn and may vary in the last digits")
+
+
 def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators: called right before a model is built, so that its
+    initial weights, dropout and augmentation depend on the seed only, not on what ran before. Also asks torch
+    for deterministic kernels (see `DETERMINISM`)."""
+    import os
     import random
+    if torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS is deterministic only with this
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -38,10 +38,25 @@ def test_upsample_keeps_constants_and_shape():
 
 def test_normalize_map_range():
     m = np.array([[-2.0, 0.0], [3.0, 8.0]])
-    n = cam.normalize_map(m)
+    n = cam.normalize_map(m, 100)
     assert n.min() == 0 and n.max() == 100 and n[0, 1] == pytest.approx(20.0)
     assert cam.normalize_map(m, scale=255).max() == 255
-    assert (cam.normalize_map(np.full((3, 3), 5.0)) == 0).all()
+    assert (cam.normalize_map(np.full((3, 3), 5.0), 100) == 0).all()
+
+
+def test_authors_scale_on_a_known_map():
+    """Chen's released code: m / max(m) -> uint8 -> Jet colour -> PNG read back as grey -> threshold 40. On a ramp
+    0..1 that keeps heat levels 37..253 of 255 (about 15 % of the maximum and up, bar the very top)."""
+    ramp = np.arange(256, dtype=float)[None].repeat(2, 0) / 255 * 8.0  # heat level i at column i, any scale
+    grey = cam.normalize_map(ramp, "authors")
+    assert grey.shape == ramp.shape and grey.max() == 225 and grey[0, 0] == 14 and grey[0, 255] == 38
+    assert np.all(np.diff(grey[0, :159]) >= 0) and np.all(np.diff(grey[0, 158:]) <= 0)  # up to heat ~158, then down
+    kept = np.flatnonzero(grey[0] >= 40)
+    assert (kept[0], kept[-1], len(kept)) == (37, 253, 217)
+    assert cam.threshold_box(grey, 40) == [37, 0, 254, 2]
+    assert (cam.normalize_map(-ramp, "authors") == 14).all()  # no positive value: heat 0 everywhere
+    # far looser than min-max 50 of 100 on the same map, which keeps the upper half
+    assert (cam.normalize_map(ramp, 100)[0] >= 50).sum() == 128
 
 
 def test_threshold_box_keeps_the_largest_region():
@@ -57,7 +72,7 @@ def test_threshold_box_keeps_the_largest_region():
 def test_threshold_of_an_upsampled_map_finds_the_hot_cell():
     a = torch.zeros(1, 4, 4)
     a[0, 1, 2] = 1.0  # hot feature cell: rows 8..16, columns 16..24 of a 32 x 32 image
-    m = cam.normalize_map(cam.upsample(a, (32, 32))[0].numpy())
+    m = cam.normalize_map(cam.upsample(a, (32, 32))[0].numpy(), 100)
     box = cam.threshold_box(m, 50)
     assert cam.box_iou(box, [16, 8, 24, 16]) > 0.4 and box[0] >= 12 and box[2] <= 28
 

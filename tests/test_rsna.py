@@ -113,7 +113,8 @@ def test_duplicate_ids_across_files_and_duplicate_images(make_official):
     root2 = make_official()
     shutil.copy(root2 / "Bone Age Validation Set/boneage-validation-dataset-1/1386.png",
                 root2 / "Bone Age Validation Set/boneage-validation-dataset-2/1386.png")
-    with pytest.raises(DataError, match=r"duplicate image files.*id 1386: .*dataset-1/1386\.png, .*dataset-2/1386\.png"):
+    duplicate = r"duplicate image files.*id 1386: .*dataset-1/1386\.png, .*dataset-2/1386\.png"
+    with pytest.raises(DataError, match=duplicate):
         _load(root2)
 
 
@@ -261,17 +262,25 @@ def test_random_splits_sizes_reproducible_disjoint(scheme, n, sizes):
     assert dict(zip(a.id, a.split)) != dict(zip(c.id, c.split))
 
 
-def test_ren2019_drops_over_216_months_and_reports_count():
+def test_ren2019_pools_the_training_set_without_ages_over_216_months():
+    """Ren 2019 split 12,480 images (the 12,611 of the training set less ages over 18 years) into
+    9,984 / 1,248 / 1,248: the validation and test sets of the release are not in the pool."""
     df = _pool(2000)
-    n_over = int((df.boneage > 216).sum())
+    train = df[df.split == "train"]
+    n_over = int((train.boneage > 216).sum())
     assert n_over > 0
-    with pytest.warns(UserWarning, match=f"dropped {n_over} rows"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         out = splits.make_split(df, "ren2019", seed=0)
-    assert out.boneage.max() <= 216 and len(out) == 2000 - n_over
-    assert out.attrs["split_dropped"] == {"bone age over 216 months": n_over}
+    assert any(f"dropped {n_over} rows" in str(w.message) for w in caught)
+    assert out.boneage.max() <= 216 and len(out) == len(train) - n_over and set(out.id) <= set(train.id)
+    assert out.attrs["split_dropped"] == {"not in the official training set (ren2019 splits those)": 400,
+                                          "bone age over 216 months": n_over}
     n = len(out)
     counts = out.split.value_counts()
     assert counts["validation"] == counts["test"] == round(0.1 * n) and counts["train"] == n - 2 * round(0.1 * n)
+    # at RSNA scale: 12,480 -> 9,984 / 1,248 / 1,248, the paper's counts
+    assert (round(0.1 * 12480), 12480 - 2 * round(0.1 * 12480)) == (1248, 9984)
 
 
 def test_random_split_skips_unlabelled_kaggle_test(make_kaggle, fake_rows):

@@ -7,6 +7,8 @@ Used in: every notebook.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 from pathlib import Path
 
@@ -25,6 +27,30 @@ def cache_root() -> Path:
     return Path.home() / ".cache" / "bac"
 
 
+# Libraries whose versions can change a computed number: part of every cache key with the code's hash.
+RESULT_PACKAGES = ("torch", "torchvision", "timm", "fastai", "numpy", "scipy", "scikit-image", "pillow",
+                   "segmentation-models-pytorch", "pydicom", "opencv-python-headless")
+
+
+@functools.lru_cache(maxsize=None)
+def code_version(*files: str) -> str:
+    """A hash of the `bac` source (every module, or only `files`, paths relative to `bac/`) and of the versions
+    of the libraries that compute results. It is part of every cache key (prepared images, localisations,
+    fitted localisers, the synthetic set, reused checkpoints), so that a stored result is reused only by the
+    code that would compute it again, never by an older version of it."""
+    import importlib.metadata
+    pkg = Path(__file__).resolve().parent.parent
+    h = hashlib.sha1()
+    for path in sorted(pkg / f for f in files) if files else sorted(pkg.rglob("*.py")):
+        h.update(path.relative_to(pkg).as_posix().encode() + b"\0" + path.read_bytes())
+    for name in RESULT_PACKAGES:
+        try:
+            h.update(f"{name}=={importlib.metadata.version(name)}".encode())
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return h.hexdigest()[:12]
+
+
 def synthetic_dir(profile: str) -> Path:
     return cache_root() / f"synthetic-{profile}"
 
@@ -35,13 +61,13 @@ def ensure_synthetic(cfg, progress: bool = True) -> Path:
     args = dict(cfg["synth"], seed=0)
     out = synthetic_dir(cfg["profile"])
     stamp = out / ".complete.json"
-    if stamp.exists() and json.loads(stamp.read_text()) == args:
+    if stamp.exists() and json.loads(stamp.read_text()) == dict(args, generator=code_version("data/synth.py")):
         return out
     if out.exists():
         import shutil
         shutil.rmtree(out)
     synth.make_dataset(out, workers=cfg.get("workers"), progress=progress, **args)
-    stamp.write_text(json.dumps(args))
+    stamp.write_text(json.dumps(dict(args, generator=code_version("data/synth.py"))))
     return out
 
 

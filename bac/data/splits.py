@@ -2,8 +2,8 @@
 
 | scheme | pool | split |
 |---|---|---|
-| official, liu2024, zheng2024 | the release's own sets | 12,611 / 1,425 / 200 (liu2024 and zheng2024 say they used it) |
-| ren2019 | all labelled images, ages over 216 months (18 years) dropped | random 80/10/10 (paper: 9,984/1,248/1,248) |
+| official, liu2024, zheng2024 | the release's own sets | 12,611 / 1,425 / 200 (liu2024, zheng2024 say they used it) |
+| ren2019 | the training set without ages over 216 months (18 years): 12,480 | random 80/10/10 (9,984/1,248/1,248) |
 | chen2022 | all labelled images | random 500 validation + 500 test, the rest train |
 | li2021 | the 12,611 training images (the paper's count) | random 7:2:1 |
 
@@ -16,11 +16,12 @@ notebooks/40_liu2024_*.ipynb, notebooks/50_zheng2024_*.ipynb (through `bac.data.
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from bac import warn_once
 
 SCHEMES = ("official", "ren2019", "chen2022", "li2021", "liu2024", "zheng2024")
 FRACTIONS = {"ren2019": (0.1, 0.1), "li2021": (0.2, 0.1)}  # (validation, test); the rest is train
@@ -29,44 +30,46 @@ CHEN2022_FULL_POOL = 5000  # below this pool size the 500/500 shrink proportiona
 REN2019_MAX_AGE = 216.0  # months: "we exclude all subjects older than 18 years"
 
 
-def _drop(df: pd.DataFrame, mask, reason: str, dropped: dict) -> pd.DataFrame:
+def _drop(df: pd.DataFrame, mask, reason: str, dropped: dict, warned: list | None = None) -> pd.DataFrame:
     n = int(np.sum(mask))
     if n:
         dropped[reason] = n
-        warnings.warn(f"split: dropped {n} rows ({reason}).", stacklevel=3)
+        warn_once(f"split: dropped {n} rows ({reason}).", stacklevel=3, record=warned)
     return df[~np.asarray(mask)]
 
 
 def make_split(df: pd.DataFrame, scheme: str = "official", seed: int = 0) -> pd.DataFrame:
     """`df` with its `split` column replaced by `scheme`'s (rows outside the scheme's pool removed).
 
-    attrs added: `split_scheme`, `split_seed`, `split_dropped` {reason: count}, `split_counts`.
+    attrs added: `split_scheme`, `split_seed`, `split_dropped` {reason: count}, `split_counts`, `split_warnings`
+    (every warning of this split; `bac.warn_once` shows each distinct one once per process).
     """
     if scheme not in SCHEMES:
         raise ValueError(f"Unknown split scheme {scheme!r}; choose one of {SCHEMES}.")
     if df["id"].duplicated().any():
         raise ValueError(f"make_split: duplicate ids {sorted(df.loc[df['id'].duplicated(), 'id'])[:5]}; "
                          "load the table with bac.data.rsna.load_table, which rejects them.")
-    out, dropped = df.copy(), {}
+    out, dropped, warned = df.copy(), {}, []
     if scheme in ("official", "liu2024", "zheng2024"):
         if not (out["split"] == "validation").any():
-            warnings.warn("split: this table has no validation rows (the Kaggle copy has none); the official "
-                          "split needs the RSNA release's validation set.", stacklevel=2)
+            warn_once("split: this table has no validation rows (the Kaggle copy has none); the official "
+                      "split needs the RSNA release's validation set.", stacklevel=2, record=warned)
     else:
-        if scheme == "li2021":  # "the public RSNA dataset of 12,611 X-ray images ... 7:2:1"
-            out = _drop(out, out["split"] != "train", "not in the official training set (li2021 splits those)",
-                        dropped)
-        out = _drop(out, out["boneage"].isna(), "no bone age", dropped)
+        if scheme in ("li2021", "ren2019"):  # Li: "12,611 X-ray images ... 7:2:1"; Ren: 12,480 = 12,611 - ages > 216
+            out = _drop(out, out["split"] != "train", f"not in the official training set ({scheme} splits those)",
+                        dropped, warned)
+        out = _drop(out, out["boneage"].isna(), "no bone age", dropped, warned)
         if scheme == "ren2019":
-            out = _drop(out, out["boneage"] > REN2019_MAX_AGE, f"bone age over {REN2019_MAX_AGE:g} months", dropped)
+            out = _drop(out, out["boneage"] > REN2019_MAX_AGE, f"bone age over {REN2019_MAX_AGE:g} months", dropped,
+                        warned)
         n = len(out)
         if n < 3:
             raise ValueError(f"split {scheme!r}: only {n} labelled images in the pool; need at least 3.")
         if scheme == "chen2022":
             n_val = n_test = min(CHEN2022_HELD_OUT, round(CHEN2022_HELD_OUT * n / CHEN2022_FULL_POOL))
             if n < CHEN2022_FULL_POOL:
-                warnings.warn(f"split chen2022: the pool has {n} images (< {CHEN2022_FULL_POOL}); validation and "
-                              f"test scaled down from {CHEN2022_HELD_OUT} to {n_val} each.", stacklevel=2)
+                warn_once(f"split chen2022: the pool has {n} images (< {CHEN2022_FULL_POOL}); validation and "
+                          f"test scaled down from {CHEN2022_HELD_OUT} to {n_val} each.", stacklevel=2, record=warned)
         else:
             n_val, n_test = (round(f * n) for f in FRACTIONS[scheme])
         n_val, n_test = max(1, n_val), max(1, n_test)
@@ -77,7 +80,7 @@ def make_split(df: pd.DataFrame, scheme: str = "official", seed: int = 0) -> pd.
         out["split"] = out["id"].map(labels).to_numpy()
     out = out.reset_index(drop=True)
     out.attrs.update(df.attrs)
-    out.attrs.update(split_scheme=scheme, split_seed=int(seed), split_dropped=dropped,
+    out.attrs.update(split_scheme=scheme, split_seed=int(seed), split_dropped=dropped, split_warnings=warned,
                      split_counts={s: int(c) for s, c in out["split"].value_counts().items()})
     return out
 

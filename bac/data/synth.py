@@ -358,7 +358,6 @@ def _draw_tubular(cv, slot, kind, m, gfrac, jitter):
     epiphysis, metaphysis width) for the ROI boxes."""
     appear, fuse, mature_hr, end = EPIPHYSES[kind]
     w = slot["width"] * (0.86 + 0.14 * gfrac)
-    d = slot["d"]
     # Cartilage at both ends: wide in infants, thin joint spaces in adults (relative to bone width).
     joint = slot["width"] * (0.07 + 0.2 * (1 - gfrac))
     flare_epi = {"mc": 0.3, "mc1": 0.3, "pp": 0.38, "mp": 0.34, "dp": 0.32, "radius": 0.75, "ulna": 0.25}[kind]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -182,8 +181,9 @@ class ChenRegressor(nn.Module):
 
 # ------------------------------------------------------------------------------- maps, boxes, crops
 @torch.no_grad()
-def attention_maps(model: CamClassifier, images: np.ndarray, bs: int = 32, scale: float = 100.0) -> np.ndarray:
-    """CAMs of uint8 images (N, C, S, S): upsampled to S x S, min-max normalised to [0, scale]; (N, S, S)."""
+def attention_maps(model: CamClassifier, images: np.ndarray, bs: int = 32, scale: float | str = 100.0) -> np.ndarray:
+    """CAMs of uint8 images (N, C, S, S): upsampled to S x S, on the threshold scale `scale`
+    (`bac.cam.normalize_map`: "authors" or min-max to [0, scale]); (N, S, S)."""
     from bac.train import normalize
     device = next(model.parameters()).device
     model.eval()
@@ -301,7 +301,7 @@ def _restore_locator(key: str) -> None:
             return
 
 
-def _locate_one(image: np.ndarray, key: str, tau: float, scale: float = 100.0):
+def _locate_one(image: np.ndarray, key: str, tau: float, scale: float | str = 100.0):
     """Box (original pixels) of one localiser's thresholded CAM on one full-resolution image, or None."""
     import multiprocessing
     if multiprocessing.current_process().name != "MainProcess":
@@ -316,7 +316,7 @@ def _locate_one(image: np.ndarray, key: str, tau: float, scale: float = 100.0):
 @register("chen2022-regions")
 def regions_pipeline(image: np.ndarray, size: int, regions: str = "R1", hand: str = "", r1: str = "", r2: str = "",
                      tau_hand: float = 20.0, tau_r1: float = 50.0, tau_r2: float = 50.0, erase_seed: int = 0,
-                     scale: float = 100.0) -> np.ndarray:
+                     scale: float | str = 100.0) -> np.ndarray:
     """Regions stacked as channels, e.g. regions='H+R1+R2' -> uint8 (3, size, size).
 
     O: the whole image; H: hand box of the `hand` localiser; R1: Region-1 box of `r1`; E: the image with R1
@@ -390,15 +390,21 @@ def lr_schedule(lr: float, drops):
 
 
 def fit(cfg, model: nn.Module, images: dict, df, loss_func, epochs: int, lr: float, drops, bs: int):
-    """Adam (no weight decay, as in Keras) with the paper's step schedule; quiet; returns the Learner."""
+    """Keras's Adam (beta2 `cfg.beta2`, no weight decay) with the paper's step schedule; quiet; the Learner."""
     from fastai.callback.schedule import ParamScheduler
-    from fastai.optimizer import Adam
     from bac import env, train
     dls = train.dataloaders(images, df, bs=bs, seed=cfg.seed, device=env.device_name(cfg.device))
-    learn = train.learner(dls, model, loss_func, opt_func=partial(Adam, eps=1e-7), cfg=cfg, wd=0.0)
+    learn = train.learner(dls, model, loss_func, opt_func=train.keras_adam(cfg.beta2), cfg=cfg, wd=0.0)
     with learn.no_bar(), learn.no_logging():
         learn.fit(epochs, lr=lr, cbs=[ParamScheduler({"lr": lr_schedule(lr, drops)})])
     return learn
+
+
+def weights(cfg, name: str, pretrained: bool | None = None) -> dict:
+    """The weight arguments of timm backbone `name`: `cfg.pretrained` (or `pretrained`) and, for a machine
+    without network, its local weights file `cfg.pretrained_files[name]` (timm name -> .safetensors/.pth)."""
+    return dict(pretrained=cfg.pretrained if pretrained is None else pretrained,
+                pretrained_file=(cfg.get("pretrained_files") or {}).get(name, ""))
 
 
 def train_locator(cfg, df, images: dict, pool: str, size: int) -> tuple[CamClassifier, str, dict]:
@@ -407,7 +413,7 @@ def train_locator(cfg, df, images: dict, pool: str, size: int) -> tuple[CamClass
     train.seed_everything(cfg.seed)
     arch = dict(backbone=cfg.cls_backbone, pool=pool, in_chans=int(images["train"].shape[1]),
                 backbone_kwargs=cfg.cls_backbone_kwargs, size=int(size))
-    model = CamClassifier(pretrained=cfg.pretrained, **{k: v for k, v in arch.items() if k != "size"})
+    model = CamClassifier(**weights(cfg, cfg.cls_backbone), **{k: v for k, v in arch.items() if k != "size"})
     t0 = time.time()
     fit(cfg, model, images, df, SoftLabelLoss(cfg.soft_l, cfg.cls_loss), cfg.cls_epochs, cfg.cls_lr,
         cfg.cls_lr_drops, cfg.cls_bs)
@@ -432,7 +438,7 @@ def train_regressor(cfg, df, images: dict, loss: str = "ldl", lam: float | None 
                           sex_layers=cfg.sex_layers if sex_layers is None else sex_layers,
                           conv_channels=cfg.conv_channels,
                           backbone_kwargs=cfg.backbone_kwargs if backbone is None else None,
-                          pretrained=cfg.pretrained if pretrained is None else pretrained)
+                          **weights(cfg, backbone or cfg.backbone, pretrained))
     lam = cfg.lam if lam is None else lam
     t0 = time.time()
     fit(cfg, model, images, df, ChenLoss(lam, cfg.delta) if loss == "ldl" else train.l1_loss,
@@ -515,11 +521,14 @@ def locator_images(cfg, df, name: str, locators: dict | None = None, progress: b
 
 
 def _fit_id(cfg, df, name: str, pool: str, size: int, after: str = "") -> str:
-    """Identity of one localiser fit (settings + training rows): a second call with the same reuses it."""
+    """Identity of one localiser fit (settings, training rows, code version): a second call with the same
+    reuses it."""
+    from bac.data import code_version
     from bac.preprocess import training_fingerprint
     keys = ("cls_backbone", "cls_backbone_kwargs", "cls_loss", "soft_l", "cls_epochs", "cls_lr", "cls_lr_drops",
             "cls_bs", "pretrained", "max_steps", "seed", "erase_seed", "tau_r1", "cam_scale")
     text = json.dumps(dict({k: cfg.get(k) for k in keys}, name=name, pool=pool, size=int(size), after=after,
+                           code=code_version(),
                            rows=training_fingerprint(df[df.split.isin(["train", "validation"])])),
                       sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
@@ -527,10 +536,11 @@ def _fit_id(cfg, df, name: str, pool: str, size: int, after: str = "") -> str:
 
 def fit_locators(cfg, df, progress: bool = False, reuse: bool = True) -> dict:
     """Phase I: fit the hand (GAP, hand_size), Region-1 (GMP, r1_size) and Region-2 (GMP, r1_size, on images
-    with Region-1 erased) classifiers on `df`'s training rows. Returns {'keys', 'models', 'stats'} and sets
-    `cfg.locators` to the keys (what `final_pipeline` and `region_images` need). A fit with the same settings
-    and rows that is already stored is reused (`reuse=False` retrains)."""
-    keys, models, stats = {}, {}, {}
+    with Region-1 erased) classifiers on `df`'s training rows. Returns {'keys', 'models', 'stats', 'reused'} and
+    sets `cfg.locators` to the keys (what `final_pipeline` and `region_images` need). A fit with the same
+    settings, rows and code that is already stored is reused (`reuse=False` retrains); `reused` names those,
+    and `stats` are the same either way (a warm cache must not change a reported number)."""
+    keys, models, stats, reused = {}, {}, {}, []
     specs = (("hand", cfg.hand_pool, cfg.hand_size), ("r1", cfg.r1_pool, cfg.r1_size), ("r2", cfg.r1_pool, cfg.r1_size))
     for name, pool, size in specs:
         fid = _fit_id(cfg, df, name, pool, size, after=keys.get("r1", "") if name == "r2" else "")
@@ -538,14 +548,15 @@ def fit_locators(cfg, df, progress: bool = False, reuse: bool = True) -> dict:
         if reuse and index.exists() and locator_path(json.loads(index.read_text())["key"]).exists():
             rec = json.loads(index.read_text())
             models[name] = load_locator(rec["key"])[0]
-            keys[name], stats[name] = rec["key"], dict(rec["stats"], reused=True)
+            keys[name], stats[name] = rec["key"], rec["stats"]
+            reused.append(name)
             continue
         images = locator_images(cfg, df, name, keys, progress)
         models[name], keys[name], stats[name] = train_locator(cfg, df, images, pool, size)
         index.parent.mkdir(parents=True, exist_ok=True)
         index.write_text(json.dumps(dict(key=keys[name], stats=stats[name])))
     cfg["locators"] = dict(keys)
-    return dict(keys=keys, models=models, stats=stats)
+    return dict(keys=keys, models=models, stats=stats, reused=reused)
 
 
 def fit_final(cfg, df, progress: bool = False) -> nn.Module:

@@ -121,7 +121,8 @@ def table2_grid(cfg) -> list[dict]:
     for name in cfg["ablations"]:
         if name not in changes:
             raise ValueError(f"li2021 config: unknown ablation {name!r}; choose from {', '.join(changes)}")
-        row = dict(rows[len(sizes) - 1], row=f"{PAPER_SIZES[-1]} px, {name.replace('_', ' ')}", paper_mae=PAPER_TABLE2[name],
+        row = dict(rows[len(sizes) - 1], row=f"{PAPER_SIZES[-1]} px, {name.replace('_', ' ')}",
+                   paper_mae=PAPER_TABLE2[name],
                    **changes[name])
         if name == "no_pretrain" and not cfg["pretrained"]:
             row.update(run=False, note="not run: no ImageNet weights in this profile, so every row is already "
@@ -171,8 +172,10 @@ def fit(cfg, images: dict, df, use_sex: bool = True, pretrained: bool | None = N
                             device=None if cfg.get("device", "auto") == "auto" else cfg["device"])
     one_cycle = cfg.get("opt", "sgd") == "adamw_one_cycle"
     learn = train.learner(dls, model, loss_func=standardised_mse(model), cfg=cfg, wd=cfg["wd"],
-                          opt_func=None if one_cycle else partial(SGD, mom=cfg["momentum"]))
-    with (learn.no_logging() if quiet else contextlib.nullcontext()), (learn.no_bar() if quiet else contextlib.nullcontext()):
+                          opt_func=None if one_cycle else partial(SGD, mom=cfg["momentum"], decouple_wd=False),
+                          seed=seed)
+    quietly = (learn.no_logging(), learn.no_bar()) if quiet else (contextlib.nullcontext(), contextlib.nullcontext())
+    with quietly[0], quietly[1]:
         if one_cycle:
             learn.fit_one_cycle(cfg["epochs"], cfg["lr"])
         else:

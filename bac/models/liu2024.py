@@ -333,9 +333,11 @@ def fit(cfg, experiment: str, male: bool, images: dict, df, progress: bool = Fal
     if len(ages) == 0:
         raise ValueError(f"no {'male' if male else 'female'} training rows in the table; 2M-Net trains one model "
                          f"per sex, so both sexes must be present in the 'train' split")
+    train.seed_everything(cfg.get("seed", 0))
     model = build(cfg, experiment, male, age_mean=float(ages.mean()), age_scale=float(max(ages.std(), 1.0)))
     dls = train.dataloaders(imgs, rows, bs=cfg["bs"], augment=train.make_augment(**cfg["augment"]),
-                            seed=cfg.get("seed", 0), device=None if cfg.get("device", "auto") == "auto" else cfg["device"])
+                            seed=cfg.get("seed", 0),
+                            device=None if cfg.get("device", "auto") == "auto" else cfg["device"])
     one_cycle = cfg.get("opt", "sgd") == "adamw_one_cycle"
     learn = train.learner(dls, model, loss_func=lambda pred, y: scaled_l1(model, pred, y), cfg=cfg, wd=cfg["wd"],
                           opt_func=None if one_cycle else partial(SGD, mom=cfg["momentum"], decouple_wd=False),
@@ -413,4 +415,5 @@ def confusion_years(y_true, y_pred, max_year: int = 19):
     m = np.zeros((max_year + 1, max_year + 1), int)
     np.add.at(m, (p, t), 1)
     years = list(range(max_year + 1))
-    return pd.DataFrame(m, index=pd.Index(years, name="predicted (years)"), columns=pd.Index(years, name="true (years)"))
+    return pd.DataFrame(m, index=pd.Index(years, name="predicted (years)"),
+                        columns=pd.Index(years, name="true (years)"))

@@ -12,7 +12,6 @@ Used in: notebooks/10_ren2019_regression_cnn.ipynb, notebooks/90_comparison.ipyn
 """
 from __future__ import annotations
 
-from functools import partial
 
 import numpy as np
 import torch
@@ -266,9 +265,8 @@ def fit(cfg, images: dict, df, loss: str = "dynamic", backbone: str | None = Non
     dls = train.dataloaders(images, df, bs=cfg["bs"], augment=make_augment(**cfg["augment"]), seed=seed,
                             device=None if cfg.get("device", "auto") == "auto" else cfg["device"])
     loss_func, cbs = loss_and_callbacks(cfg, loss)
-    from fastai.optimizer import Adam
     learn = train.learner(dls, model, loss_func=loss_func, cbs=cbs, cfg=cfg, wd=cfg.get("wd", 0.0),
-                          opt_func=partial(Adam, eps=1e-7))
+                          opt_func=train.keras_adam(cfg["beta2"]), seed=seed)
     if quiet:
         with learn.no_logging(), learn.no_bar():
             learn.fit_flat_cos(cfg["epochs"], cfg["lr"], pct_start=cfg.get("pct_flat", 0.75))

@@ -29,7 +29,8 @@ import numpy as np
 
 PIPELINES: dict[str, Callable] = {}
 LOCATORS: dict[str, Callable] = {}
-FALLBACKS: Counter = Counter()   # pipeline -> images that fell back to the whole image, this session
+FALLBACKS: Counter = Counter()   # pipeline -> distinct images that fell back to the whole image, this session
+_FELL_BACK: set = set()          # (cache folder, file) already counted in FALLBACKS
 _NOTES: dict = {}
 
 
@@ -94,6 +95,19 @@ _UNCACHED: list = []
 
 
 @contextlib.contextmanager
+def one_thread():
+    """Run a cached computation on one torch thread, in the main process as in a worker, so that a stored
+    result does not depend on where (or with how many threads) it was first computed."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
 def uncached_localisation():
     """Within this block `cached_localisation` runs the localiser on every image (latency measurements)."""
     _UNCACHED.append(True)
@@ -114,14 +128,16 @@ def cached_localisation(method: str, params: dict, image: np.ndarray, fn: Callab
     from bac.preprocess.boxes import check_box
     path = cache_root() / "localised" / pipeline_key(method, 0, params) / f"{image_hash(image)}.npz"
     if _UNCACHED:                   # inside `uncached_localisation()`: compute, neither read nor store
-        box, mask, score = fn(image)
+        with one_thread():
+            box, mask, score = fn(image)
     elif path.exists():
         with np.load(path) as z:
             box = [int(v) for v in z["box"]] or None
             mask = z["mask"] if z["mask"].size else None
             score = float(z["score"])
     else:
-        box, mask, score = fn(image)
+        with one_thread():
+            box, mask, score = fn(image)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
         np.savez_compressed(tmp, box=np.asarray(box or [], np.int64), score=np.float64(score),
@@ -137,7 +153,8 @@ def locate(image: np.ndarray, pipeline: str, size: int, **params) -> dict:
     """Where pipeline `pipeline` localises the hand in `image`: dict(box, used, reason, mask, score), boxes in
     `image`'s pixels (`used` = the whole image after a failure, `reason` = why, '' when it worked)."""
     if pipeline not in LOCATORS:
-        raise ValueError(f"pipeline {pipeline!r} does not localise; localising pipelines: {', '.join(sorted(LOCATORS))}")
+        raise ValueError(f"pipeline {pipeline!r} does not localise; localising pipelines: "
+                         f"{', '.join(sorted(LOCATORS))}")
     return LOCATORS[pipeline](image, size, **params)
 
 
@@ -156,15 +173,11 @@ def file_hash(path) -> str:
     return h.hexdigest()[:20]
 
 
-# Bumped when a pipeline's output changes for the same parameters, so that its cached images are rebuilt.
-VERSIONS = {"li2021": 2,   # 2: equalised inside the hand mask, background removed (was: whole crop)
-            "ren2019": 3}  # 2: ridge scales floored at 1 px (were sub-pixel below 256 px: noise); 3: foreground matching
-
-
 def pipeline_key(pipeline: str, size: int, params: dict) -> str:
-    key = dict(pipeline=pipeline, size=size, params=params)
-    if pipeline in VERSIONS:
-        key["version"] = VERSIONS[pipeline]
+    """The cache folder of a pipeline's outputs: a hash of everything that determines them (pipeline, size,
+    parameters, which name any upstream fit by its own key, and `bac.data.code_version()`)."""
+    from bac.data import code_version
+    key = dict(pipeline=pipeline, size=size, params=params, code=code_version())
     text = json.dumps(key, sort_keys=True, default=str)
     return f"{pipeline}-{size}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
@@ -176,7 +189,8 @@ def _prepare_one(path: str, cache_dir: Path, pipeline: str, size: int, params: d
     if target.exists():
         return np.load(target), True, json.loads(side.read_text()) if side.exists() else {}
     _NOTES.clear()
-    out = PIPELINES[pipeline](read_image(path), size, **params)
+    with one_thread():
+        out = PIPELINES[pipeline](read_image(path), size, **params)
     if out.dtype != np.uint8 or out.ndim != 3 or out.shape[1:] != (size, size):
         raise ValueError(f"pipeline {pipeline!r} returned {out.dtype} {out.shape} for {path}; "
                          f"expected uint8 (C, {size}, {size})")
@@ -225,7 +239,10 @@ def prepare(df, pipeline: str = "plain", size: int = 256, workers: int = 1, prog
     prepare.last_hits = sum(hit for _, hit, _ in results)
     prepare.last_info = [info for _, _, info in results]
     prepare.last_stats = fallback_stats(prepare.last_info)
-    FALLBACKS[pipeline] += sum(1 for _, hit, info in results if info.get("reason") and not hit)
+    for p, (_, _, info) in zip(paths, results):   # cache hits count too: the count must not depend on the cache
+        if info.get("reason") and (cache_dir.name, str(p)) not in _FELL_BACK:
+            _FELL_BACK.add((cache_dir.name, str(p)))
+            FALLBACKS[pipeline] += 1
     return np.stack([r for r, _, _ in results]) if results else np.zeros((0, 1, size, size), np.uint8)
 
 
@@ -249,7 +266,8 @@ def settings(cfg):
 
 
 PARAM_KEYS = ("clahe", "margin", "li_size", "li_channels", "li_iters", "det_arch", "det_size", "det_steps",
-              "det_bs", "det_lr", "det_train_n", "unet_encoder", "unet_decoder", "unet_size", "unet_steps", "unet_bs", "unet_lr",
+              "det_bs", "det_lr", "det_train_n", "unet_encoder", "unet_decoder", "unet_size", "unet_steps", "unet_bs",
+              "unet_lr",
               "unet_train_n", "ridge", "ridge_sigmas", "ref_n", "ren_matched_crop")
 
 

@@ -20,9 +20,11 @@ import numpy as np
 
 
 def model_key(kind: str, spec: dict, train_df) -> str:
-    """'<kind>-<hash of spec and training rows>'."""
+    """'<kind>-<hash of spec, training rows and `bac.data.code_version()`>'."""
+    from bac.data import code_version
     from bac.preprocess import training_fingerprint
-    text = json.dumps(dict(spec=spec, data=training_fingerprint(train_df)), sort_keys=True, default=str)
+    text = json.dumps(dict(spec=spec, data=training_fingerprint(train_df), code=code_version()), sort_keys=True,
+                      default=str)
     return f"{kind}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
 
 
@@ -115,8 +117,13 @@ def save(model, key: str, meta: dict) -> None:
     from safetensors.torch import save_file
     d = model_dir(key)
     d.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(d / "model.safetensors"))
-    (d / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+    # written under temporary names and renamed, meta.json last: a notebook running beside this one (--jobs 2)
+    # never reads a half-written model
+    tmp = d / "model.tmp.safetensors"
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(d / "model.safetensors")
+    (d / "meta.tmp.json").write_text(json.dumps(meta, indent=1, default=str))
+    (d / "meta.tmp.json").replace(d / "meta.json")
 
 
 def load(model, key: str):

@@ -84,7 +84,8 @@ def locate_zheng(image: np.ndarray, size: int = 0, unetpp: str = "", **_) -> dic
     from bac.preprocess import cached_localisation
     from bac.preprocess.boxes import largest_component, mask_to_box, scale_box
     if not unetpp:
-        raise ValueError("pipeline 'zheng2024' needs unetpp=<key>: use bac.preprocess.pipeline_params(cfg, df, 'zheng2024')")
+        raise ValueError("pipeline 'zheng2024' needs unetpp=<key>: use "
+                         "bac.preprocess.pipeline_params(cfg, df, 'zheng2024')")
 
     def run(img):
         prob = predict_mask(img, unetpp)
