@@ -127,9 +127,13 @@ def cached_localisation(method: str, params: dict, image: np.ndarray, fn: Callab
     from bac.data import cache_root
     from bac.preprocess.boxes import check_box
     path = cache_root() / "localised" / pipeline_key(method, 0, params) / f"{image_hash(image)}.npz"
+    def stored(box, mask, score):   # the form the cache keeps: computed and cached results are the same objects
+        return ([int(v) for v in box] if box is not None and len(box) else None,
+                None if mask is None or not np.size(mask) else np.asarray(mask, np.uint8), float(score))
+
     if _UNCACHED:                   # inside `uncached_localisation()`: compute, neither read nor store
         with one_thread():
-            box, mask, score = fn(image)
+            box, mask, score = stored(*fn(image))
     elif path.exists():
         with np.load(path) as z:
             box = [int(v) for v in z["box"]] or None
@@ -137,7 +141,7 @@ def cached_localisation(method: str, params: dict, image: np.ndarray, fn: Callab
             score = float(z["score"])
     else:
         with one_thread():
-            box, mask, score = fn(image)
+            box, mask, score = stored(*fn(image))
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
         np.savez_compressed(tmp, box=np.asarray(box or [], np.int64), score=np.float64(score),
