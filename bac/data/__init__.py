@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bac import env
 from bac.env import REPO
 
 
@@ -27,9 +28,9 @@ def cache_root() -> Path:
     return Path.home() / ".cache" / "bac"
 
 
-# Libraries whose versions can change a computed number: part of every cache key with the code's hash.
-RESULT_PACKAGES = ("torch", "torchvision", "timm", "fastai", "numpy", "scipy", "scikit-image", "pillow",
-                   "segmentation-models-pytorch", "pydicom", "opencv-python-headless")
+# Libraries whose versions can change a computed number: part of every cache key with the code's hash (those
+# `bac.env.describe` prints, and the ones it does not that read images or compute results).
+RESULT_PACKAGES = (*env.PACKAGES, "scipy", "pillow", "pydicom", "opencv-python-headless")
 
 
 @functools.lru_cache(maxsize=None)

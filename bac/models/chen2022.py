@@ -303,10 +303,7 @@ def _restore_locator(key: str) -> None:
 
 def _locate_one(image: np.ndarray, key: str, tau: float, scale: float | str = 100.0):
     """Box (original pixels) of one localiser's thresholded CAM on one full-resolution image, or None."""
-    import multiprocessing
-    if multiprocessing.current_process().name != "MainProcess":
-        torch.set_num_threads(1)  # cache-filling worker processes: one thread each, no OpenMP after fork
-    model, arch = load_locator(key)
+    model, arch = load_locator(key)   # (prepared by `bac.preprocess.prepare`: on one thread, in or out of workers)
     size = arch["size"]
     small = letterbox(image, size)[None, None]
     maps = attention_maps(model, small, scale=scale)

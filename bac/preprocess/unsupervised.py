@@ -84,15 +84,9 @@ def hand_mask(labels: np.ndarray, band: int = 3, share: float = 0.2, max_solidit
 
 def segment(image: np.ndarray, size: int = 64, **kw) -> tuple[np.ndarray, np.ndarray]:
     """(labels, hand mask) of `image` reduced to `size` px on its long side; `kw` go to `cluster`."""
-    import torch
-    from bac.preprocess import resize_long
-    small = resize_long(image, size)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny network per image: one thread each; parallelism comes from workers
-    try:
-        labels = cluster(small, **kw)
-    finally:
-        torch.set_num_threads(threads)
+    from bac.preprocess import one_thread, resize_long
+    with one_thread():  # a tiny network per image: one thread each; parallelism comes from workers
+        labels = cluster(resize_long(image, size), **kw)
     return labels, hand_mask(labels)
 
 
