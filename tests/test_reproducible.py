@@ -159,13 +159,14 @@ def test_compare_reports_ignores_timings_only(tmp_path):
     def write(folder, mae, seconds):
         (folder / "p").mkdir(parents=True)
         (folder / "p" / "metrics.json").write_text(json.dumps(dict(written=str(seconds), metrics=dict(
-            mae=mae, seconds=seconds, latency=dict(total_s=seconds)))))
+            mae=mae, seconds=seconds, latency=dict(total_s=seconds)), results=[
+                dict(row="MAE", metric="MAE (months)", ours=mae), dict(row="speed", metric="images/s", ours=seconds)])))
         pd.DataFrame({"row": ["a"], "mae": [mae], "seconds": [seconds]}).to_csv(folder / "p" / "t.csv", index=False)
     write(tmp_path / "a", 10.0, 1.0)
     write(tmp_path / "b", 10.0, 2.0)
     write(tmp_path / "c", 10.5, 1.0)
     assert report.compare_reports(tmp_path / "a", tmp_path / "b") == []
-    assert len(report.compare_reports(tmp_path / "a", tmp_path / "c")) == 2  # metrics.json and the table
+    assert len(report.compare_reports(tmp_path / "a", tmp_path / "c")) == 3  # metrics, the MAE result row, the table
 
 
 def test_a_run_does_not_rewrite_the_readme(tmp_path):
