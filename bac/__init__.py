@@ -4,6 +4,7 @@ Light modules are imported here (`bac.config`, `bac.env`, `bac.report`, `bac.met
 the heavier ones on use (`from bac import preprocess, train`, `from bac.models import ren2019`).
 
 `warn_once(message)`: a data warning shown at most once per process (notebook kernel), see below.
+`show(obj)`: the source of a function or class of `bac`, displayed beside the equation it implements.
 Importing `bac` also silences a few deprecation warnings that dependencies raise from their own code
 (listed below, each with the dependency that raises it); warnings raised by bac's own code are never hidden.
 """
@@ -73,6 +74,29 @@ def warn_once(message: str, category: type[Warning] = UserWarning, stacklevel: i
             return
         _SHOWN.add(key)
     warnings.warn(message, category, stacklevel=stacklevel + 1)
+
+
+def show(obj) -> str:
+    """Display the source code of `obj` (a function, class or method of `bac`) with the file and line it comes
+    from, so a notebook shows the formula and the code that computes it together (one source of truth).
+    Returns the source."""
+    import inspect
+    from pathlib import Path
+    target = inspect.unwrap(obj)
+    src = inspect.getsource(target)
+    first = inspect.getsourcelines(target)[1]
+    where = Path(inspect.getsourcefile(target)).as_posix().split("/bac/", 1)[-1]
+    header = f"# bac/{where}, line {first}: {getattr(target, '__qualname__', '')}"
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+        if get_ipython() is not None:
+            display(Markdown(f"```python\n{header}\n{src}```"))
+            return src
+    except ImportError:
+        pass
+    print(header + "\n" + src)
+    return src
 
 
 from bac import config, data, env, metrics, report  # noqa: E402,F401  (after warn_once: bac.data uses it)

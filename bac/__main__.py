@@ -17,6 +17,8 @@ def main(argv=None) -> int:
     r.add_argument("--jobs", type=int, default=1, help="notebooks run at once")
     r.add_argument("--timeout", type=float, default=3600, help="wall-clock seconds per notebook")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seeds", type=int, default=1,
+                   help="train every table row for seeds 0..N-1, report mean +/- SD (seeds 1..N-1 in <out>/seeds/)")
     r.add_argument("--set", dest="overrides", default="", help="profile overrides, e.g. 'epochs=2,size=128'")
     r.add_argument("--dry-run-full", action="store_true",
                    help="full architectures and resolutions, a couple of steps on a few images")
@@ -50,6 +52,7 @@ def main(argv=None) -> int:
         from bac.runner import run
         outcomes = run(profile=a.profile, only=a.only, data_dir=a.data_dir, out=a.out, jobs=a.jobs,
                        timeout=a.timeout, dry_run_full=a.dry_run_full, overrides=a.overrides, seed=a.seed,
+                       seeds=a.seeds,
                        progress=not a.no_progress, **({"notebook_dir": a.notebooks} if a.notebooks else {}))
         return 1 if any(o.status != "ok" for o in outcomes) else 0
     if a.cmd == "synth":

@@ -97,8 +97,9 @@ def hardware_name(device: str) -> str:
     return cpu_name()
 
 
-def describe(cfg: dict | None = None, show: bool = True) -> dict:
-    """Collect (and print) what produced a result: versions, revision, device, profile, data.
+def describe(cfg: dict | None = None, df=None, show: bool = True) -> dict:
+    """Collect (and print) what produced a result: versions, revision, device, profile, data (the folder, split
+    and label files of the table `df` from `bac.data.load`).
 
     `device` is what the notebook computes on ('cpu' or 'cuda', `cfg.device` resolved), `device_name` the
     hardware behind it (the GPU's name, or the CPU model). Empty values are printed as '(none)'.
@@ -115,8 +116,10 @@ def describe(cfg: dict | None = None, show: bool = True) -> dict:
                 torch_threads=torch.get_num_threads(), cpu_count=os.cpu_count())
     if cfg is not None:
         info.update({k: cfg.get(k) for k in ("profile", "paper", "seed", "dry_run", "data_source", "data_dir")})
-        if cfg.get("label_files"):
-            info["label_files"] = cfg["label_files"]
+    if df is not None:
+        info.update(data_root=df.attrs.get("root"), split_scheme=df.attrs.get("split_scheme"))
+        if df.attrs.get("label_files"):
+            info["label_files"] = df.attrs["label_files"]
     if show:
         width = max(map(len, info))
         print("\n".join(f"{k:<{width}}  {'(none)' if v in ('', None) else v}" for k, v in info.items()))

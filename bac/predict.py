@@ -1,16 +1,15 @@
 """`bac predict`: bone age of new radiographs with a model trained by one of the paper notebooks.
 
-A final model is saved by its notebook with `save_final(cfg, model)`: safetensors weights plus the config,
-preprocessing pipeline and input size needed to rebuild it (`bac.models.<id>.build_final(cfg)`), so
-`load_final` never unpickles anything. Prediction reads PNG, JPEG or DICOM (sex from the DICOM header when
-present), applies the model's own preprocessing, and writes the age in months and years, the 90 %
-interval for models that output an age distribution, and a Grad-CAM overlay per image.
+A final model is saved by its notebook with `save_final(cfg, model, df)`: safetensors weights plus the config,
+preprocessing pipeline and input size needed to rebuild it (the method's `build_final(cfg)`, found through the
+registry `bac.models.METHODS`), so `load_final` never unpickles anything. Prediction reads PNG, JPEG or DICOM
+(sex from the DICOM header when present), applies the model's own preprocessing, and writes the age in months and
+years, the 90 % interval for models that output an age distribution, and a Grad-CAM overlay per image.
 
 Used in: notebooks/90_comparison.ipynb, `bac predict`.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import time
 from pathlib import Path
@@ -21,9 +20,8 @@ import torch
 
 from bac import train
 from bac.config import Config
+from bac.models import METHODS, method, method_of
 from bac.report import _jsonable
-
-PAPERS = ("ren2019", "li2021", "chen2022", "liu2024", "zheng2024")
 
 
 class PredictError(ValueError):
@@ -34,26 +32,25 @@ def final_path(out_dir, paper: str) -> Path:
     return Path(out_dir) / paper / "checkpoints" / "final.safetensors"
 
 
-def save_final(cfg, model, name: str = "final") -> Path:
-    """Save a notebook's final model with what `load_final` needs to rebuild and feed it."""
+def save_final(cfg, model, df, name: str = "final") -> Path:
+    """Save a notebook's final model, trained on `df`, with what `load_final` needs to rebuild and feed it."""
     from bac.report import report_dir
-    module = importlib.import_module(f"bac.models.{cfg['paper']}")
-    return train.save_checkpoint(model, report_dir(cfg) / "checkpoints" / f"{name}.safetensors", _meta(cfg, module))
+    return train.save_checkpoint(model, report_dir(cfg) / "checkpoints" / f"{name}.safetensors", _meta(cfg, df))
 
 
-def _meta(cfg, module) -> dict:
-    pipeline, size, params = module.final_pipeline(cfg)
+def _meta(cfg, df) -> dict:
+    pipeline, size, params = method(cfg["paper"]).final_pipeline(cfg, df)
     from bac.data import code_version
     return dict(paper=cfg["paper"], config={k: v for k, v in cfg.items() if _jsonable(v)}, pipeline=pipeline,
-                size=int(size), params=params, data_source=cfg.get("data_source"), profile=cfg.get("profile"),
-                code_version=code_version())
+                size=int(size), params=params, data_source=df.attrs.get("data_source", cfg.get("data_source")),
+                split_scheme=df.attrs.get("split_scheme"), profile=cfg.get("profile"), code_version=code_version())
 
 
 def load_final(model: str, reports=None):
     """(model, meta) from a paper id (its notebook's last saved final model) or a .safetensors path."""
     from bac.env import REPO
     from safetensors import safe_open
-    if model in PAPERS:
+    if model in METHODS:
         path = final_path(reports or REPO / "reports", model)
         if not path.exists():
             raise PredictError(f"no trained {model} model at {path}: run its notebook first, e.g. "
@@ -61,7 +58,7 @@ def load_final(model: str, reports=None):
     else:
         path = Path(model)
         if not path.exists():
-            raise PredictError(f"--model {model!r} is neither a paper id ({', '.join(PAPERS)}) nor an existing "
+            raise PredictError(f"--model {model!r} is neither a method id ({', '.join(METHODS)}) nor an existing "
                                f"checkpoint file")
     try:
         with safe_open(str(path), "pt") as f:
@@ -69,13 +66,11 @@ def load_final(model: str, reports=None):
     except Exception as err:
         raise PredictError(f"{path} is not a safetensors checkpoint written by bac ({err}); only safetensors "
                            f"files are loaded (never pickles)") from err
-    if meta.get("paper") not in PAPERS:
-        raise PredictError(f"{path} carries no bac model metadata (paper id); save models with "
-                           f"bac.predict.save_final(cfg, model)")
-    cfg = Config(meta["config"])
-    cfg["pretrained"] = False  # the checkpoint holds the weights
-    module = importlib.import_module(f"bac.models.{meta['paper']}")
-    net = module.build_final(cfg)
+    if meta.get("paper") not in METHODS:
+        raise PredictError(f"{path} carries no bac model metadata (method id); save models with "
+                           f"bac.predict.save_final(cfg, model, df)")
+    cfg = Config(meta["config"]).replace(pretrained=False)  # the checkpoint holds the weights
+    net = method(meta["paper"]).build_final(cfg)
     try:
         train.load_checkpoint(net, path)
     except (ValueError, RuntimeError) as err:
@@ -122,16 +117,16 @@ def prepare_input(image: np.ndarray, meta: dict) -> np.ndarray:
 
 
 def distribution_of(model, output):
-    """Per-image age distribution (B, K) over months 1..K when the model outputs one, else None."""
-    module = importlib.import_module(type(model).__module__)
-    fn = getattr(module, "age_distribution", None)
-    return None if fn is None else fn(output)
+    """Per-image age distribution (B, K) over months 1..K when the model's method outputs one, else None."""
+    m = method_of(model)
+    return None if m is None or m.age_distribution is None else m.age_distribution(output)
 
 
 def cam_layer(model):
-    module = importlib.import_module(type(model).__module__)
-    if hasattr(module, "cam_target"):
-        return module.cam_target(model)
+    """(layer, reshape_transform) for Grad-CAM: the method's `cam_target`, else the last convolution."""
+    m = method_of(model)
+    if m is not None and m.cam_target is not None:
+        return m.cam_target(model)
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     return (convs[-1], None) if convs else (None, None)
 
@@ -233,13 +228,13 @@ def same_run(meta: dict, cfg) -> bool:
     from bac.data import code_version
     saved = meta.get("config", {})
     same = lambda v, w: json.loads(json.dumps(v, default=str)) == w  # noqa: E731  (tuples are lists in JSON)
-    return (meta.get("code_version") == code_version() and saved.get("split_scheme") == "official"
+    return (meta.get("code_version") == code_version() and meta.get("split_scheme") == "official"
             and all(same(v, saved.get(k)) for k, v in cfg.items() if k not in RUN_FACTS and _jsonable(v)))
 
 
 # Config fields that a run fills in from the settings, data and code (fitted localisers' keys) or that do not
 # change what is trained: `same_run` does not compare them.
-RUN_FACTS = ("command", "out_dir", "pipeline_params", "locators")
+RUN_FACTS = ("command", "out_dir")
 
 
 def comparison_model(paper: str, cfg, df, progress: bool = False):
@@ -249,10 +244,11 @@ def comparison_model(paper: str, cfg, df, progress: bool = False):
     trained now (same code and settings: `same_run`); otherwise trains it with the module's `fit_final` and saves it
     under `<out>/comparison/checkpoints/<paper>.safetensors`.
     """
-    from bac import config, data
+    from bac import config
     pcfg = config.resolve(cfg["profile"], paper, data_dir=cfg.get("data_dir", ""), seed=cfg["seed"],
                           out_dir=cfg["out_dir"], dry_run=cfg.get("dry_run", False))
-    data.load(pcfg, split="official", progress=False)  # fills data_root, split_scheme, label files
+    if df.attrs.get("split_scheme") != "official":
+        raise ValueError(f"comparison_model compares on the official split; df has {df.attrs.get('split_scheme')!r}")
     own = final_path(cfg["out_dir"], paper)
     here = Path(cfg["out_dir"]) / "comparison" / "checkpoints" / f"{paper}.safetensors"
     for path, how in ((own, f"checkpoint of notebook {paper}"),
@@ -261,9 +257,8 @@ def comparison_model(paper: str, cfg, df, progress: bool = False):
             net, meta = load_final(str(path))
             if same_run(meta, pcfg):
                 return net, meta, how, path
-    module = importlib.import_module(f"bac.models.{paper}")
-    net = module.fit_final(pcfg, df, progress=progress)
-    path = train.save_checkpoint(net, here, _meta(pcfg, module))
+    net = method(paper).fit_final(pcfg, df, progress=progress)
+    path = train.save_checkpoint(net, here, _meta(pcfg, df))
     net, meta = load_final(str(path))
     return net, meta, "trained here on the official split", path
 

@@ -88,40 +88,48 @@ def _run_one(nb: Path, out: Path, params: dict, timeout: float, progress: bool) 
 
 
 def run(profile: str = "demo", only: str | None = None, data_dir: str = "", out: str | None = None, jobs: int = 1,
-        timeout: float = 3600, dry_run_full: bool = False, overrides: str = "", seed: int = 0,
+        timeout: float = 3600, dry_run_full: bool = False, overrides: str = "", seed: int = 0, seeds: int = 1,
         notebook_dir=NOTEBOOK_DIR, progress: bool = True) -> list[Outcome]:
+    """Run the notebooks; with `seeds` N > 1, first with SEED = 1..N-1 into `<out>/seeds/seed-<k>/`, then with
+    SEED = 0 and SEEDS = N into `<out>` (so seed 0's reports are a one-seed run's, and read the other seeds')."""
     from tqdm.auto import tqdm
     from bac import report
 
     if dry_run_full:
         profile = "full"
+    if seeds > 1 and seed != 0:
+        raise SystemExit("--seeds N runs seeds 0..N-1: leave --seed at 0")
     out = Path(out or REPO / "reports").resolve()
-    (out / "notebooks").mkdir(parents=True, exist_ok=True)
     notebooks = find_notebooks(notebook_dir, only)
     if not notebooks:
         raise SystemExit(f"no notebook matches {only!r} in {notebook_dir}")
     command = "python -m bac run " + " ".join(a for a in sys.argv[2:]) if sys.argv[1:2] == ["run"] else \
         f"python -m bac run --profile {profile}"
-    params = dict(PROFILE=profile, DATA_DIR=data_dir, OUT_DIR=str(out), SEED=seed, DRY_RUN=dry_run_full,
-                  OVERRIDES=overrides, COMMAND=command.strip())
-    print(f"Running {len(notebooks)} notebook(s), profile {profile}{' (dry run)' if dry_run_full else ''}, "
-          f"{jobs} at a time, timeout {timeout:.0f} s each -> {out}", flush=True)
-    outcomes, t_start = [], time.time()
-    bar = tqdm(total=len(notebooks), desc="notebooks", unit="nb", disable=not progress)
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = [pool.submit(_run_one, nb, out, params, timeout, progress and jobs == 1) for nb in notebooks]
-        for fut in futures:
-            res = fut.result()
-            outcomes.append(res)
-            bar.update(1)
-            bar.write(f"  {res.status:>7}  {res.seconds:7.1f} s  {res.notebook}" +
-                      (f"\n           {res.detail}" if res.status != "ok" else ""))
+    print(f"Running {len(notebooks)} notebook(s) x {seeds} seed(s), profile {profile}"
+          f"{' (dry run)' if dry_run_full else ''}, {jobs} at a time, timeout {timeout:.0f} s each -> {out}",
+          flush=True)
+    outcomes, rows, t_start = [], [], time.time()
+    bar = tqdm(total=len(notebooks) * seeds, desc="notebooks", unit="nb", disable=not progress)
+    for k in [*range(1, seeds), 0]:
+        folder = report.seed_dir(out, k) if seeds > 1 else out
+        (folder / "notebooks").mkdir(parents=True, exist_ok=True)
+        params = dict(PROFILE=profile, DATA_DIR=data_dir, OUT_DIR=str(folder), SEED=seed + k,
+                      SEEDS=seeds if k == 0 else 1, DRY_RUN=dry_run_full, OVERRIDES=overrides, COMMAND=command.strip())
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            futures = [pool.submit(_run_one, nb, folder, params, timeout, progress and jobs == 1) for nb in notebooks]
+            for fut in futures:
+                res = fut.result()
+                outcomes.append(res)
+                rows.append(dict(notebook=res.notebook, seed=seed + k, status=res.status, seconds=res.seconds))
+                bar.update(1)
+                bar.write(f"  {res.status:>7}  {res.seconds:7.1f} s  {res.notebook} (seed {seed + k})" +
+                          (f"\n           {res.detail}" if res.status != "ok" else ""))
     bar.close()
-    timings = pd.DataFrame([dict(notebook=o.notebook, status=o.status, seconds=o.seconds) for o in outcomes])
+    timings = pd.DataFrame(rows)
     print("\nTiming (slowest first):\n" + timings.sort_values("seconds", ascending=False).to_string(
         index=False, float_format=lambda v: f"{v:.1f}"))
     index = report.write_index(out, timings.assign(profile=profile), provenance=dict(
-        command=command.strip(), seconds=time.time() - t_start, jobs=jobs))
+        command=command.strip(), seconds=time.time() - t_start, jobs=jobs), seeds=seeds)
     print(f"Reports index: {index}")
     failed = [o for o in outcomes if o.status != "ok"]
     if failed:

@@ -177,15 +177,16 @@ def test_fit_final_save_load_round_trip(tmp_path, monkeypatch):
     df = df.groupby("split", group_keys=False).head(4).reset_index(drop=True)
     monkeypatch.setenv("BAC_CACHE_DIR", str(tmp_path / "cache"))  # localisers and prepared images go here
     model = C.fit_final(cfg, df)
-    assert set(cfg.locators) == set(C.LOCATORS) and not model.training
-    path = predict.save_final(cfg, model)
+    keys = C.fit_locators(cfg, df)["keys"]   # stored fits: reused, not retrained
+    assert set(keys) == set(C.LOCATORS) and not model.training
+    path = predict.save_final(cfg, model, df)
     assert sorted(p.name for p in path.parent.glob("locator-*")) == sorted(
-        f"locator-{k}.safetensors" for k in cfg.locators.values())  # the folder is self-contained
+        f"locator-{k}.safetensors" for k in keys.values())  # the folder is self-contained
     net, meta = predict.load_final(str(path))
     assert meta["pipeline"] == "chen2022-regions" and json.loads(json.dumps(meta["params"])) == meta["params"]
     test = df[df.split == "test"]
     x = np.stack([predict.prepare_input(read_image(p), meta) for p in test.path])
-    cached = C.region_images(cfg, test, cfg.final_regions, cfg.size, cfg.locators)["test"]
+    cached = C.region_images(cfg, test, cfg.final_regions, cfg.size, keys)["test"]
     assert np.array_equal(x, cached)  # (pipeline, size, params) alone rebuild the training input
     a, b = train.predict(model, x, test.male.values), train.predict(net, x, test.male.values)
     assert np.allclose(a, b, atol=1e-4)
@@ -194,9 +195,6 @@ def test_fit_final_save_load_round_trip(tmp_path, monkeypatch):
     probs = C.age_distribution(out)
     assert probs.shape == (len(test), 240) and torch.allclose(probs.sum(1), torch.ones(len(test)))
     assert C.cam_target(net)[0] is net.conv
-    cfg2 = config.resolve("smoke", "chen2022", out_dir=str(tmp_path / "other"))
-    with pytest.raises(ValueError, match="fit_locators"):
-        C.final_pipeline(cfg2)
 
 
 def test_full_size_inception_cam_grid():

@@ -27,7 +27,7 @@ def test_profiles_resolve_with_overrides(tmp_path):
 
 def test_dry_run_caps_steps_and_images():
     cfg = config.resolve("full", "data", dry_run=True)
-    assert cfg.max_steps == config.DRY_RUN["max_steps"] and cfg.limit == config.DRY_RUN["limit"]
+    assert cfg.max_steps == config.COMMON.dry_run["max_steps"][0] and cfg.limit == config.COMMON.dry_run["limit"][0]
     assert config.resolve("full", "data").max_steps is None
 
 

@@ -95,7 +95,7 @@ def test_config_helpers_name_pipeline_and_size():
         pipeline, size, params = li2021.final_pipeline(cfg)
         assert isinstance(pipeline, str) and size == cfg.size and isinstance(params, dict)
     full = config.resolve("full", "li2021")
-    assert (full.size, full.bs, full.epochs, full.lr_step_every, full.momentum) == (700, 10, 160, 30, 0.9)
+    assert (full.size, full.bs, full.epochs, full.lr_drop_every, full.momentum) == (700, 10, 160, 30, 0.9)
     assert full.pipeline == "li2021" and full.backbone == "mobilenetv3_large_100" and full.pretrained
     assert not config.resolve("full", "li2021", dry_run=True).pretrained
 
@@ -131,7 +131,7 @@ def test_fit_final_save_load_round_trip(tmp_path, monkeypatch):
     model = li2021.fit_final(cfg, df)
     assert not model.training and model.sex is not None
     assert float(model.age_mean) == pytest.approx(df[df.split == "train"].boneage.mean())
-    path = predict.save_final(cfg, model)
+    path = predict.save_final(cfg, model, df)
     net, meta = predict.load_final(str(path))
     assert (meta["paper"], meta["pipeline"], meta["size"]) == ("li2021", "li2021", 32)
     test = df[df.split == "test"]

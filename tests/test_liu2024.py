@@ -5,7 +5,7 @@ import torch
 
 from bac.models import liu2024 as L
 
-TINY = dict(backbone_kw=dict(layers=[1, 1, 1, 1], channels=(8, 16, 32, 64), stem_width=8), hidden=16)
+TINY = dict(backbone_kwargs=dict(layers=[1, 1, 1, 1], channels=(8, 16, 32, 64), stem_width=8), hidden=16)
 
 
 def _tiles(img: torch.Tensor, n: int) -> list[bytes]:
@@ -149,7 +149,7 @@ def test_fit_final_save_load_round_trip(tmp_path):
     df = df[df.split.isin(["train", "validation", "test"])]
     model = L.fit_final(cfg, df)
     assert isinstance(model, L.BySex) and not model.training
-    path = predict.save_final(cfg, model)
+    path = predict.save_final(cfg, model, df)
     loaded, meta = predict.load_final(str(path))
     test = df[df.split == "test"]
     imgs = L.prepare_images(cfg, test, ("test",))["test"]

@@ -36,7 +36,7 @@ def checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("reports")
     cfg = bac.config.resolve("smoke", "li2021", out_dir=str(out))
     model = li2021.build_final(cfg).eval()
-    return predict.save_final(cfg, model), model
+    return predict.save_final(cfg, model, bac.data.load(cfg, progress=False)), model
 
 
 def test_saved_model_round_trips(checkpoint):
@@ -86,7 +86,7 @@ def test_bad_inputs_get_a_row_with_the_reason(checkpoint, images, tmp_path):
 
 def test_checkpoints_that_do_not_fit_are_refused(checkpoint, tmp_path):
     path, model = checkpoint
-    with pytest.raises(predict.PredictError, match="neither a paper id"):
+    with pytest.raises(predict.PredictError, match="neither a method id"):
         predict.load_final("no-such-model")
     pickle = tmp_path / "model.safetensors"
     torch.save(model.state_dict(), pickle)
@@ -95,7 +95,7 @@ def test_checkpoints_that_do_not_fit_are_refused(checkpoint, tmp_path):
     # weights of another architecture under Li 2021's metadata
     cfg = bac.config.resolve("smoke", "li2021", out_dir=str(tmp_path), backbone="mobilenetv3_small_100")
     other = li2021.build_final(cfg)
-    wrong = predict.save_final(cfg, other)
+    wrong = predict.save_final(cfg, other, bac.data.load(cfg, progress=False))
     with safe_open(str(path), "pt") as f:
         meta = json.loads(f.metadata()["bac"])
     bac.train.save_checkpoint(other, wrong, meta)

@@ -165,16 +165,18 @@ def test_li2021_segmentation_is_deterministic(phantoms):
 
 def test_prepare_cache_hit_path(phantoms, cache_dir):
     df, _ = phantoms
+    assert P.cached(df, "li2021", 64, **LI) == 0
     first = P.prepare(df, "li2021", 64, progress=False, **LI)
-    assert P.prepare.last_hits == 0 and first.shape == (len(df), 1, 64, 64)
+    assert first.shape == (len(df), 1, 64, 64)
     stored = list((cache_dir / "prepared").glob("li2021-64-*/*.npy"))
-    assert len(stored) == len(df)
-    info_first = P.prepare.last_info
+    assert len(stored) == len(df) and P.cached(df, "li2021", 64, **LI) == len(df)
+    info_first = P.notes(df, "li2021", 64, **LI)
+    assert len(info_first) == len(df) and all("crop" in i for i in info_first)
     second = P.prepare(df, "li2021", 64, progress=False, **LI)
-    assert P.prepare.last_hits == len(df)
-    assert np.array_equal(first, second) and P.prepare.last_info == info_first  # notes come back with hits
-    P.prepare(df, "li2021", 64, progress=False, **dict(LI, margin=0.1))  # other params: other key, a miss
-    assert P.prepare.last_hits == 0
+    assert np.array_equal(first, second) and P.notes(df, "li2021", 64, **LI) == info_first
+    assert P.cached(df, "li2021", 64, **dict(LI, margin=0.1)) == 0   # other params: other key, a miss
+    with pytest.raises(ValueError, match="not prepared"):
+        P.notes(df, "li2021", 64, **dict(LI, margin=0.1))
 
 
 def test_failure_falls_back_to_the_whole_image_and_is_counted(tmp_path):
@@ -183,8 +185,9 @@ def test_failure_falls_back_to_the_whole_image_and_is_counted(tmp_path):
     df = pd.DataFrame([dict(id=0, path=str(tmp_path / "blank.png"))])
     before = P.FALLBACKS["li2021"]
     x = P.prepare(df, "li2021", 32, progress=False, **LI)
-    assert P.prepare.last_stats["fallbacks"] == 1 and P.prepare.last_info[0]["reason"]
-    assert P.prepare.last_info[0]["crop"] == [0, 0, 200, 300]  # the whole image, not a sliver
+    info = P.notes(df, "li2021", 32, **LI)
+    assert P.fallback_stats(info)["fallbacks"] == 1 and info[0]["reason"]
+    assert info[0]["crop"] == [0, 0, 200, 300]  # the whole image, not a sliver
     assert P.FALLBACKS["li2021"] == before + 1 and x.shape == (1, 1, 32, 32)
     loc = P.locate(blank, "li2021", 32, **LI)
     assert loc["used"] == [0, 0, 200, 300] and loc["reason"]
@@ -212,12 +215,12 @@ def test_trained_localiser_pipelines_shape_determinism_and_fallback(phantoms):
     z = P.prepare(df, "zheng2024", 48, progress=False, unetpp=unet, margin=0.02)
     assert z.shape == (len(df), 1, 48, 48)
     r_params = dict(detector=det, reference=ref, ridge="frangi", sigmas=[1.0, 2.0], margin=0.02)
-    r = P.prepare(df, "ren2019", 48, progress=False, cache=False, **r_params)
+    r = P.prepare(df, "ren2019", 48, progress=False, **r_params)
     assert r.shape == (len(df), 2, 48, 48)
-    for info in P.prepare.last_info:  # either a plausible box or a counted fallback to the whole image
+    for info in P.notes(df, "ren2019", 48, **r_params):  # a plausible box or a counted fallback to the whole image
         assert info["reason"] or B.check_box(info["box"], (384, 384)) == ""
-    again = P.prepare(df, "ren2019", 48, progress=False, cache=False, **r_params)
-    assert P.prepare.last_hits == 0 and np.array_equal(r, again)
+    again = P.prepare(df, "ren2019", 48, progress=False, cache=False, **r_params)   # computed afresh
+    assert P.cached(df, "ren2019", 48, **r_params) == 0 and np.array_equal(r, again)
     with pytest.raises(ValueError, match="pipeline_params"):
         P.PIPELINES["ren2019"](np.zeros((10, 10), np.uint8), 16)
 
@@ -285,6 +288,6 @@ def test_pipeline_params_names_the_pipelines():
     assert P.pipeline_params(cfg, None, "plain") == {}
     li = P.pipeline_params(cfg, None, "li2021")
     assert li["iterations"] == cfg.li_iters and li["p"] == cfg.li_channels
-    with pytest.raises(ValueError, match="no parameters known"):
+    with pytest.raises(ValueError, match="unknown pipeline"):
         P.pipeline_params(cfg, None, "nope")
     assert {"plain", "equalize", "li2021", "zheng2024", "ren2019"} <= set(P.PIPELINES)

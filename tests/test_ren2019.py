@@ -91,10 +91,8 @@ def test_full_config_holds_the_papers_settings():
     assert (cfg.lr, cfg.init_std, cfg.pretrained, cfg.split) == (0.01, 0.001, False, "ren2019")
     assert cfg.augment == dict(rotate=20, translate=0.2, scale=0.2, flip=True, brightness=0.2)
     assert cfg.configs == list(ren.CONFIGS) and set(cfg.backbones) == set(ren.PAPER_TABLE2)
-    with pytest.raises(ValueError, match="detector"):
-        ren.final_pipeline(cfg)            # the notebook must store the trained detector's key first
-    cfg.pipeline_params = dict(detector="abc", reference=[0, 255])
-    assert ren.final_pipeline(cfg) == ("ren2019", cfg.size, cfg.pipeline_params)
+    with pytest.raises(TypeError):
+        cfg.pipeline_params = dict(detector="abc")   # a resolved config is frozen: fits are returned, not stored
 
 
 @pytest.mark.parametrize("head", ["linear", "mlp"])
@@ -151,14 +149,14 @@ def test_fit_final_round_trips_through_save_final(tmp_path, monkeypatch):
     root = synth.make_dataset(tmp_path / "synth", n_train=4, n_val=2, n_test=0, long_side=96, workers=1,
                               progress=False)
     cfg = config.resolve("smoke", "ren2019", data_dir=str(root), out_dir=str(tmp_path / "reports"),
-                         overrides="pipeline='plain',size=32,bs=2,max_steps=1,epochs=1,workers=1")
-    cfg.backbone_kwargs = dict(channels=(8, 8, 8, 8))
+                         overrides="pipeline='plain',in_chans=1,size=32,bs=2,max_steps=1,epochs=1,workers=1",
+                         backbone_kwargs=dict(channels=(8, 8, 8, 8)))
     df = rsna.load_table(root)
     with pytest.raises(ValueError, match="validation"):
         ren.fit_final(cfg, df[df.split == "train"])
     model = ren.fit_final(cfg, df)
-    assert not model.training and cfg.in_chans == 1 and cfg.pipeline_params == {}
-    path = predict.save_final(cfg, model)
+    assert not model.training and ren.final_pipeline(cfg, df) == ("plain", 32, {})
+    path = predict.save_final(cfg, model, df)
     net, meta = predict.load_final(str(path))
     assert (meta["paper"], meta["pipeline"], meta["size"]) == ("ren2019", "plain", 32)
     x, male = torch.randn(3, 1, 32, 32), torch.tensor([1.0, 0.0, 1.0])

@@ -77,8 +77,8 @@ def phantom_table(tmp_path, monkeypatch):
 def _pipeline_and_training(df):
     """Li 2021's localising pipeline (cached localisation + prepared images), then a small training on it."""
     from bac.models import zheng2024
+    hits = P.cached(df[df.split == "test"], "li2021", 64, **LI)
     images = P.prepare_splits(df, "li2021", 64, progress=False, **LI)
-    hits = P.prepare.last_hits
     cfg = config.resolve("smoke", "zheng2024", seed=0)
     run = zheng2024.Experiments(cfg, images, df, verbose=False).teacher()
     return images, run.pred, hits
@@ -187,8 +187,7 @@ def test_a_run_does_not_rewrite_the_readme(tmp_path):
 def test_reports_hold_no_path_of_this_clone(tmp_path):
     """Paths inside the repository are written relative to it: a clone elsewhere writes the same reports."""
     from bac.env import REPO
-    cfg = config.resolve("smoke", "data", out_dir=str(tmp_path))
-    cfg["data_root"] = str(REPO / "data" / "synthetic-smoke")
+    cfg = config.resolve("smoke", "data", out_dir=str(tmp_path), data_dir=str(REPO / "data" / "synthetic-smoke"))
     report.save_metrics(cfg, dict(checkpoint=str(REPO / "reports" / "x.safetensors")), env={})
     report.save_table(cfg, pd.DataFrame({"file": [str(REPO / "data" / "a.png")], "mae": [1.0]}), "t")
     text = (tmp_path / "data" / "metrics.json").read_text() + (tmp_path / "data" / "t.csv").read_text()

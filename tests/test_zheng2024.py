@@ -89,7 +89,7 @@ def test_teacher_and_student_forward_backward_at_512():
     assert months.shape == (2,) and logits.shape == (2, 240) and ((months > 1) & (months < 240)).all()
     z.LDLLoss(14, 0.5)((months, logits), y).backward()
     assert teacher.backbone.patch_embed.proj.weight.grad.abs().sum() > 0
-    student = z.KDALDLNet("swin_tiny_patch4_window7_224", img_size=512, backbone_kw=MINI)  # a smaller Swin (Table 5)
+    student = z.KDALDLNet("swin_tiny_patch4_window7_224", img_size=512, backbone_kwargs=MINI)  # a small Swin (Table 5)
     loss = z.DistillLoss(tau=2.0, lam=0.5)
     loss.teacher_logits = logits.detach()
     value = loss(student(x, male), y)
@@ -100,16 +100,16 @@ def test_teacher_and_student_forward_backward_at_512():
 
 def test_sex_input_and_regression_head():
     x = torch.randn(2, 3, 64, 64)
-    m = z.KDALDLNet("swin_tiny_patch4_window7_224", img_size=64, backbone_kw=MINI).eval()
+    m = z.KDALDLNet("swin_tiny_patch4_window7_224", img_size=64, backbone_kwargs=MINI).eval()
     with torch.no_grad():
         a = m(x, torch.tensor([1.0, 1.0]))[0]
         b = m(x, torch.tensor([0.0, 0.0]))[0]
     assert not torch.allclose(a, b)                      # the sex branch reaches the prediction
     with pytest.raises(ValueError, match="male"):
         m(x)
-    blind = z.KDALDLNet("swin_tiny_patch4_window7_224", img_size=64, use_sex=False, backbone_kw=MINI)
+    blind = z.KDALDLNet("swin_tiny_patch4_window7_224", img_size=64, use_sex=False, backbone_kwargs=MINI)
     assert blind.head[0].in_features == m.head[0].in_features - z.SEX_UNITS
-    reg = z.KDALDLNet("swin_tiny_patch4_window7_224", img_size=64, head="regression", backbone_kw=MINI).eval()
+    reg = z.KDALDLNet("swin_tiny_patch4_window7_224", img_size=64, head="regression", backbone_kwargs=MINI).eval()
     months, logits = reg(x, torch.ones(2))
     assert logits is None and months.shape == (2,) and abs(months.mean().item() - 120) < 30
 
@@ -137,10 +137,6 @@ def test_distillation_trains_through_fastai_and_checkpoint_roundtrip(tmp_path):
     again = z.build_final(cfg)
     assert train.load_checkpoint(again, path)["paper"] == "zheng2024"
     assert all(torch.equal(a, b) for a, b in zip(student.state_dict().values(), again.state_dict().values()))
-    with pytest.raises(ValueError, match="UNet"):          # the zheng2024 pipeline needs its UNet++ key
-        z.final_pipeline(cfg)
-    cfg.pipeline_params = dict(unetpp="abc123", margin=0.02, clahe=False)
-    assert z.final_pipeline(cfg) == ("zheng2024", 64, cfg.pipeline_params)
     with pytest.raises(ValueError, match="cfg.backbones"):
         z.build(cfg, "No-Such-Backbone")
 
@@ -158,8 +154,8 @@ def test_fit_final_round_trips_through_save_final(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="validation"):
         z.fit_final(cfg, df[df.split == "train"])
     model = z.fit_final(cfg, df)
-    assert not model.training and isinstance(model, z.KDALDLNet) and cfg.pipeline_params == {}
-    path = predict.save_final(cfg, model)
+    assert not model.training and isinstance(model, z.KDALDLNet) and z.final_pipeline(cfg, df) == ("plain", 32, {})
+    path = predict.save_final(cfg, model, df)
     net, meta = predict.load_final(str(path))
     assert (meta["paper"], meta["pipeline"], meta["size"]) == ("zheng2024", "plain", 32)
     x, male = torch.randn(3, 1, 32, 32), torch.tensor([1.0, 0.0, 1.0])

@@ -77,11 +77,11 @@ def is_synthetic(root) -> bool:
 
 
 def load(cfg, split: str | None = None, progress: bool = True) -> pd.DataFrame:
-    """The table `id, path, boneage, male, split` for a notebook's config, and the config's data fields.
+    """The table `id, path, boneage, male, split` for a notebook's config.
 
-    Fills `cfg.data_root`, `cfg.data_source` ('synthetic' | 'rsna') and `cfg.label_files` (checksums);
-    `split` (default `cfg.get('split', 'official')`) picks a paper's split scheme; `cfg.limit` keeps the
-    first N rows of each split (dry runs).
+    Its `attrs` say where it came from: `root` (the data folder), `data_source` ('synthetic' | 'rsna'),
+    `label_files` (checksums), `split_scheme`. `split` (default `cfg.get('split', 'official')`) picks a paper's
+    split scheme; `cfg.limit` keeps the first N rows of each split (dry runs).
     """
     from bac.data import rsna, splits
     root = Path(cfg["data_dir"]) if cfg.get("data_dir") else ensure_synthetic(cfg, progress=progress)
@@ -92,21 +92,19 @@ def load(cfg, split: str | None = None, progress: bool = True) -> pd.DataFrame:
         df = splits.make_split(df, scheme, seed=cfg.get("seed", 0))
     if cfg.get("limit"):
         df = df.groupby("split", group_keys=False).head(cfg["limit"]).reset_index(drop=True)
-    df.attrs.update(attrs)
-    cfg["data_root"] = str(root)
-    cfg["data_source"] = "synthetic" if is_synthetic(root) else "rsna"
-    cfg["label_files"] = attrs.get("label_files", {})
-    cfg["split_scheme"] = scheme
+    df.attrs.update(attrs, root=str(root), data_source="synthetic" if is_synthetic(root) else "rsna",
+                    split_scheme=scheme)
     if cfg.get("paper") and cfg.get("out_dir"):
         from bac.report import report_dir
         splits.save_manifest(df, report_dir(cfg) / f"split_{scheme}.csv", scheme=scheme, seed=cfg.get("seed", 0))
     return df
 
 
-def annotations(cfg, ids) -> dict:
-    """Ground-truth annotations (boxes, true age) of the synthetic set, by id; {} for real data."""
+def annotations(df, ids) -> dict:
+    """Ground-truth annotations (boxes, true age) of the synthetic set `df` was loaded from, by id; {} for real
+    data."""
     from bac.data import synth
-    root = Path(cfg["data_root"])
+    root = Path(df.attrs["root"])
     if not is_synthetic(root):
         return {}
     return {int(i): synth.read_annotation(root, int(i)) for i in ids}

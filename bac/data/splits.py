@@ -1,4 +1,5 @@
-"""Train/validation/test splits: the RSNA release's own (`official`) and each paper's, reproducible from a seed.
+"""Train/validation/test splits: the RSNA release's own (`official`) and each method's (its `METHOD.split` in the
+registry `bac.models.METHODS`), reproducible from a seed.
 
 | scheme | pool | split |
 |---|---|---|
@@ -23,11 +24,14 @@ import pandas as pd
 
 from bac import warn_once
 
-SCHEMES = ("official", "ren2019", "chen2022", "li2021", "liu2024", "zheng2024")
-FRACTIONS = {"ren2019": (0.1, 0.1), "li2021": (0.2, 0.1)}  # (validation, test); the rest is train
-CHEN2022_HELD_OUT = 500  # validation and test size each
-CHEN2022_FULL_POOL = 5000  # below this pool size the 500/500 shrink proportionally
-REN2019_MAX_AGE = 216.0  # months: "we exclude all subjects older than 18 years"
+def rule(scheme: str):
+    """The `bac.models.Split` of a scheme: 'official' or a method id."""
+    from bac.models import METHODS, Split, method
+    if scheme == "official":
+        return Split(pool="official")
+    if scheme not in METHODS:
+        raise ValueError(f"Unknown split scheme {scheme!r}; choose 'official' or a method: {', '.join(METHODS)}.")
+    return method(scheme).split
 
 
 def _drop(df: pd.DataFrame, mask, reason: str, dropped: dict, warned: list | None = None) -> pd.DataFrame:
@@ -44,34 +48,32 @@ def make_split(df: pd.DataFrame, scheme: str = "official", seed: int = 0) -> pd.
     attrs added: `split_scheme`, `split_seed`, `split_dropped` {reason: count}, `split_counts`, `split_warnings`
     (every warning of this split; `bac.warn_once` shows each distinct one once per process).
     """
-    if scheme not in SCHEMES:
-        raise ValueError(f"Unknown split scheme {scheme!r}; choose one of {SCHEMES}.")
+    r = rule(scheme)
     if df["id"].duplicated().any():
         raise ValueError(f"make_split: duplicate ids {sorted(df.loc[df['id'].duplicated(), 'id'])[:5]}; "
                          "load the table with bac.data.rsna.load_table, which rejects them.")
     out, dropped, warned = df.copy(), {}, []
-    if scheme in ("official", "liu2024", "zheng2024"):
+    if r.pool == "official":
         if not (out["split"] == "validation").any():
             warn_once("split: this table has no validation rows (the Kaggle copy has none); the official "
                       "split needs the RSNA release's validation set.", stacklevel=2, record=warned)
     else:
-        if scheme in ("li2021", "ren2019"):  # Li: "12,611 X-ray images ... 7:2:1"; Ren: 12,480 = 12,611 - ages > 216
+        if r.pool == "train":  # Li: "12,611 X-ray images ... 7:2:1"; Ren: 12,480 = 12,611 - ages > 216
             out = _drop(out, out["split"] != "train", f"not in the official training set ({scheme} splits those)",
                         dropped, warned)
         out = _drop(out, out["boneage"].isna(), "no bone age", dropped, warned)
-        if scheme == "ren2019":
-            out = _drop(out, out["boneage"] > REN2019_MAX_AGE, f"bone age over {REN2019_MAX_AGE:g} months", dropped,
-                        warned)
+        if r.max_age is not None:
+            out = _drop(out, out["boneage"] > r.max_age, f"bone age over {r.max_age:g} months", dropped, warned)
         n = len(out)
         if n < 3:
             raise ValueError(f"split {scheme!r}: only {n} labelled images in the pool; need at least 3.")
-        if scheme == "chen2022":
-            n_val = n_test = min(CHEN2022_HELD_OUT, round(CHEN2022_HELD_OUT * n / CHEN2022_FULL_POOL))
-            if n < CHEN2022_FULL_POOL:
-                warn_once(f"split chen2022: the pool has {n} images (< {CHEN2022_FULL_POOL}); validation and "
-                          f"test scaled down from {CHEN2022_HELD_OUT} to {n_val} each.", stacklevel=2, record=warned)
+        if all(isinstance(h, int) for h in r.held_out):   # counts, scaled down in a small pool
+            n_val, n_test = (min(h, round(h * n / r.full_pool)) for h in r.held_out)
+            if n < r.full_pool:
+                warn_once(f"split {scheme}: the pool has {n} images (< {r.full_pool}); validation and test scaled "
+                          f"down from {r.held_out} to {(n_val, n_test)}.", stacklevel=2, record=warned)
         else:
-            n_val, n_test = (round(f * n) for f in FRACTIONS[scheme])
+            n_val, n_test = (round(f * n) for f in r.held_out)
         n_val, n_test = max(1, n_val), max(1, n_test)
         order = np.random.default_rng(seed).permutation(np.sort(out["id"].to_numpy()))
         labels = pd.Series("train", index=order, dtype=object)

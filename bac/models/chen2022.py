@@ -27,10 +27,30 @@ import torch
 from torch import nn
 
 from bac import cam
+from bac.config import Settings, because
+from bac.models import Method, Split
 from bac.preprocess import letterbox, register
 
 N_AGES = 240                      # one class per month, 1..240 (the paper's T)
 REGIONS = ("O", "H", "R1", "E", "R2")
+
+# The paper's numbers (RSNA, its split and settings), quoted for the tables; MAE in months.
+PAPER_T1 = {  # Table I: region -> tau -> (mIoU, AP50)
+    "hand": {10: (0.576, 0.780), 20: (0.757, 0.995), 30: (0.710, 0.980), 40: (0.695, 0.970), 50: (0.666, 0.920),
+             60: (0.633, 0.840), 80: (0.565, 0.685)},
+    "carpal": {10: (0.170, 0.0), 20: (0.223, 0.125), 30: (0.545, 0.635), 40: (0.679, 0.880), 50: (0.722, 0.965),
+               60: (0.700, 0.945), 80: (0.645, 0.870)},
+    "metacarpal": {10: (0.112, 0.0), 20: (0.274, 0.245), 30: (0.521, 0.605), 40: (0.541, 0.695), 50: (0.560, 0.735),
+                   60: (0.565, 0.735), 80: (0.553, 0.730)}}
+PAPER_T2 = {("vgg19", False): 12.2, ("vgg19", True): 9.3, ("inception_v3", False): 10.9,  # (backbone, ImageNet)
+            ("inception_v3", True): 9.2, ("resnet50", False): 11.3, ("resnet50", True): 9.3,
+            ("legacy_xception", False): 9.9, ("legacy_xception", True): 8.8}
+PAPER_T3 = {(): 8.8, (16,): 7.9, (32,): 7.8, (64,): 7.8, (64, 32): 8.0}   # sex branch layers
+PAPER_T4 = {224: 7.8, 336: 7.6, 448: 7.4, 560: 7.3, 720: 7.3}             # input size
+PAPER_T5 = {"l1": dict(zip("O H R1 R2 H+R1 R1+R2 O+H+R1 H+R1+E H+R1+R2".split(),   # loss -> regions
+                           (7.3, 6.4, 6.1, 7.0, 5.4, 5.6, 5.4, 4.7, 4.8))),
+            "ldl": dict(zip("O H R1 R2 H+R1 R1+R2 O+H+R1 H+R1+E H+R1+R2".split(),
+                            (6.2, 5.6, 5.3, 6.2, 4.8, 5.1, 4.7, 4.3, 4.3)))}
 LOCATORS = ("hand", "r1", "r2")   # the three Phase I classifiers
 
 
@@ -426,7 +446,7 @@ def train_regressor(cfg, df, images: dict, loss: str = "ldl", lam: float | None 
 
     loss 'ldl': expectation head with l_MAE + lambda KL(G || p); 'l1': one-output regression with l1.
     """
-    from bac import metrics, train
+    from bac import train
     if loss not in ("ldl", "l1"):
         raise ValueError(f"loss {loss!r} unknown; use 'ldl' (Eq. 12) or 'l1' (general regression)")
     train.seed_everything(cfg.seed)
@@ -442,9 +462,9 @@ def train_regressor(cfg, df, images: dict, loss: str = "ldl", lam: float | None 
         cfg.epochs, cfg.lr, cfg.lr_drops, cfg.bs)
     test = df[df.split == "test"]
     pred = train.predict(model, images["test"], test.male.values) if len(test) else np.zeros(0)
-    mae = metrics.summary(test.boneage.values, pred)["mae"] if len(test) else float("nan")
-    return dict(model=model.cpu().eval(), pred=pred, mae=mae,
-                seconds=time.time() - t0, loss=loss, lam=lam if loss == "ldl" else None)
+    from bac.report import record
+    return record(f"Phase II, {loss}", pred, test, time.time() - t0, model.cpu().eval(), seed=cfg.seed, loss=loss,
+                  lam=lam if loss == "ldl" else None)
 
 
 @torch.no_grad()
@@ -467,7 +487,7 @@ def ground_truth_boxes(cfg, df) -> dict:
     maps to the three regions (several boxes of a region are joined); {} when neither is there."""
     from bac import data
     if cfg.get("data_source") == "synthetic":
-        ann = data.annotations(cfg, df["id"])
+        ann = data.annotations(df, df["id"])
         return {i: {k: a["boxes"][k] for k in ("hand", "carpal", "metacarpal")} for i, a in ann.items()}
     folder = Path(cfg.get("gt_boxes_dir") or "")
     if not cfg.get("gt_boxes_dir") or not folder.is_dir():
@@ -533,8 +553,8 @@ def _fit_id(cfg, df, name: str, pool: str, size: int, after: str = "") -> str:
 
 def fit_locators(cfg, df, progress: bool = False, reuse: bool = True) -> dict:
     """Phase I: fit the hand (GAP, hand_size), Region-1 (GMP, r1_size) and Region-2 (GMP, r1_size, on images
-    with Region-1 erased) classifiers on `df`'s training rows. Returns {'keys', 'models', 'stats', 'reused'} and
-    sets `cfg.locators` to the keys (what `final_pipeline` and `region_images` need). A fit with the same
+    with Region-1 erased) classifiers on `df`'s training rows. Returns {'keys', 'models', 'stats', 'reused'}; the
+    keys name the localisers for `region_images` and `final_pipeline`. A fit with the same
     settings, rows and code that is already stored is reused (`reuse=False` retrains); `reused` names those,
     and `stats` are the same either way (a warm cache must not change a reported number)."""
     keys, models, stats, reused = {}, {}, {}, []
@@ -552,14 +572,12 @@ def fit_locators(cfg, df, progress: bool = False, reuse: bool = True) -> dict:
         models[name], keys[name], stats[name] = train_locator(cfg, df, images, pool, size)
         index.parent.mkdir(parents=True, exist_ok=True)
         index.write_text(json.dumps(dict(key=keys[name], stats=stats[name])))
-    cfg["locators"] = dict(keys)
     return dict(keys=keys, models=models, stats=stats, reused=reused)
 
 
 def fit_final(cfg, df, progress: bool = False) -> nn.Module:
     """The full method on `df` (any split scheme): the three Phase I localisers, then the Phase II expectation
-    model with l_MAE + lambda KL(G || p) on the stacked regions `cfg.final_regions`; in eval mode. Sets
-    `cfg.locators` (needed by `bac.predict.save_final(cfg, model)`)."""
+    model with l_MAE + lambda KL(G || p) on the stacked regions `cfg.final_regions`; in eval mode."""
     keys = fit_locators(cfg, df, progress)["keys"]
     images = region_images(cfg, df, cfg.final_regions, cfg.size, keys, progress)
     return train_regressor(cfg, df, images, loss="ldl")["model"].eval()
@@ -572,20 +590,16 @@ def build_final(cfg) -> nn.Module:
                          backbone_kwargs=cfg.backbone_kwargs)
 
 
-def final_pipeline(cfg) -> tuple[str, int, dict]:
-    """(pipeline, size, JSON params) that prepare the final model's input from a radiograph: the localisers
-    are named by their keys (`cfg.locators`, set by `fit_locators`/`fit_final`), and copied beside the final
+def final_pipeline(cfg, df) -> tuple[str, int, dict]:
+    """(pipeline, size, JSON params) that prepare the final model's input from a radiograph: the localisers fitted
+    on `df` (`fit_locators`: stored fits are reused) are named by their keys, and copied beside the final
     checkpoint so that folder is self-contained (`load_locator` looks there too)."""
     import shutil
     from bac.report import report_dir
     if cfg.final_regions == "O":
         return "plain", int(cfg.size), {}
-    keys = dict(cfg.get("locators") or {})
+    keys = fit_locators(cfg, df)["keys"]
     params = region_params(cfg, cfg.final_regions, {k: keys.get(k, "") for k in LOCATORS})
-    missing = [k for k in LOCATORS if k in params and not params[k]]
-    if missing:
-        raise ValueError(f"cfg.locators lacks {missing}: call bac.models.chen2022.fit_locators(cfg, df) (fit_final and "
-                         f"notebooks/30_chen2022_attention_ldl.ipynb do) before saving or using the final model")
     folder = report_dir(cfg) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     for k in LOCATORS:
@@ -604,3 +618,81 @@ def age_distribution(output):
 def cam_target(model: nn.Module):
     """(layer, None) for Grad-CAM: the conv layer after the backbone (Phase II) or the backbone (Phase I)."""
     return (model.conv if isinstance(model, ChenRegressor) else model.backbone), None
+
+
+# ------------------------------------------------------------------------------------------ settings, registry
+# Phase I (cls_*): a classifier with 240 outputs on soft labels (l = soft_l), GAP at hand_size for the hand, GMP
+# at r1_size for Region-1 and on Region-1-erased images for Region-2; boxes where the CAM on the scale `cam_scale`
+# >= tau. The paper gives tau (20 hand, 50 regions), not its scale; the authors' released code reads it on the
+# grey level of the Jet-coloured 8-bit max-normalised map (`bac.cam.normalize_map`, "authors"). Phase II: backbone
+# -> conv -> max pool (+ sex FC `sex_layers`) -> 240-way softmax expectation, loss l_MAE + lam * KL(G || p)
+# (delta), or one-output l1 regression. Paper: Inception-V3 / Xception, ImageNet weights, Adam (Keras: beta2
+# 0.999, as the authors' code), lr 3e-4 -> 1e-4 after 50 of 70 epochs (batch 32) / 3e-4, 1e-4, 1e-5 for 60/30/30
+# of 120 epochs (batch 16), 560 px (hand 300 px), tau 20 / 50, delta 15, no augmentation, random 500/500
+# validation/test split. Ours where it is silent: lam 0.5 (best range 0.1-1), the Phase I loss (l1 on the 240
+# outputs, as in the authors' code), conv 256 channels + global max pooling. `pretrained_files`: timm name ->
+# local weights file, for a GPU machine without network. Grids: inputs x losses (Table V), table2_* (II),
+# table3_sex (III), table4_sizes (IV), sens_* (Fig. 5); an empty list skips a table.
+_STANDIN = ("a narrow ResNet-10 stand-in (output stride 16) for Inception-V3 and Xception (~100x too slow on 2 CPU "
+            "cores), no ImageNet weights offline")
+_GRIDS = "the CPU budget: Table V's O and H+R1+R2 rows with both losses and the lambda sweep (0, 0.5) on H+R1+R2"
+_ADAM = "fastai's Adam (beta2 0.99), with which the small profiles' settings were chosen (not re-measured)"
+_SCALE = "min-max 0..100, with which the small profiles' taus were chosen on the phantoms (not re-measured)"
+SETTINGS = Settings(
+    full=dict(split="chen2022", pretrained=True, pretrained_files={}, beta2=0.999, cls_backbone="inception_v3",
+              cls_backbone_kwargs={}, cls_loss="l1", soft_l=50.0, cls_epochs=70, cls_lr=3e-4,
+              cls_lr_drops=[[50 / 70, 1e-4]], cls_bs=32, hand_size=300, hand_pool="avg", tau_hand=20.0, r1_size=560,
+              r1_pool="max", tau_r1=50.0, tau_r2=50.0, cam_scale="authors", erase_seed=0,
+              taus=[10, 20, 30, 40, 50, 60, 80], backbone="legacy_xception", backbone_kwargs={}, size=560,
+              conv_channels=256, sex_layers=[32], epochs=120, lr=3e-4, lr_drops=[[0.5, 1e-4], [0.75, 1e-5]], bs=16,
+              delta=15.0, lam=0.5, inputs=["O", "H", "R1", "R2", "H+R1", "R1+R2", "O+H+R1", "H+R1+E", "H+R1+R2"],
+              losses=["l1", "ldl"], final_regions="H+R1+R2",
+              table2_backbones=["vgg19", "inception_v3", "resnet50", "legacy_xception"], table2_size=224,
+              table2_pretrained=[False, True], table3_sex=[[], [16], [32], [64], [64, 32]],
+              table4_sizes=[224, 336, 448, 560, 720], sens_lambdas=[0.0, 0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0],
+              sens_lambda_inputs=["H", "R1"], sens_taus=[20, 30, 40, 50, 60, 70, 80], sens_tau_regions=["H", "R1"],
+              fig4_n=4, fig3_n=6, gt_boxes_dir="",
+              voc_classes=dict(hand=["hand"], carpal=["wrist"], metacarpal=["mcp"])),
+    smoke=because(_STANDIN, pretrained=False, cls_backbone="resnet10t", backbone="resnet10t",
+                  cls_backbone_kwargs=dict(channels=(16, 32, 64, 128), output_stride=16),
+                  backbone_kwargs=dict(channels=(16, 32, 64, 128), output_stride=16), conv_channels=64)
+    | because("CI: 48 / 64 px, one epoch per phase, lr 3e-3", cls_epochs=1, cls_lr=3e-3, cls_lr_drops=[[50 / 70, 1e-3]],
+              cls_bs=16, hand_size=48, r1_size=64, size=64, epochs=1, lr=3e-3, lr_drops=[[0.5, 1e-3], [0.75, 1e-4]],
+              taus=[10, 20, 50, 80], fig3_n=3)
+    | because(_GRIDS, inputs=["O", "H+R1+R2"], table2_backbones=[], table3_sex=[], table4_sizes=[],
+              sens_lambdas=[0.0, 0.5], sens_lambda_inputs=["H+R1+R2"], sens_taus=[])
+    | because(_ADAM, beta2=0.99) | because(_SCALE, cam_scale=100),
+    demo=because(_STANDIN, pretrained=False, cls_backbone="resnet10t", backbone="resnet10t",
+                 cls_backbone_kwargs=dict(channels=(16, 32, 64, 128), output_stride=16, stem_width=16),
+                 backbone_kwargs=dict(channels=(16, 32, 64, 128), output_stride=16, stem_width=16), conv_channels=64)
+    | because("with 'l1' the Region-1/2 classifiers do not learn on the phantoms (argmax 31.7 / 30.0 months vs the "
+              "mean's 33.2), their CAMs box nearly the whole image and H+R1+R2 reaches 31.0; with 'bce' 15.4 "
+              "(measured)", cls_loss="bce")
+    | because("a laptop CPU: 64 / 112 px, 96 px regions, lr 3e-3; Phase I 8 and Phase II 10 epochs (6 / 8: the "
+              "regions no longer helped, H+R1+R2 20.1 vs O 15.6 months, measured)", cls_epochs=8, cls_lr=3e-3,
+              cls_lr_drops=[[50 / 70, 1e-3]], hand_size=64, r1_size=112, size=96, epochs=10, lr=3e-3,
+              lr_drops=[[0.5, 1e-3], [0.75, 1e-4]], bs=32)
+    | because(_GRIDS, inputs=["O", "H+R1+R2"], table2_backbones=[], table3_sex=[], table4_sizes=[],
+              sens_lambdas=[0.0, 0.5], sens_lambda_inputs=["H+R1+R2"], sens_taus=[])
+    | because("the official split, so notebook 90 reuses the model", split="official")
+    | because(_ADAM, beta2=0.99) | because(_SCALE, cam_scale=100),
+    # every architecture and the 300/560 px resolutions, one point of each grid (cheap on CPU)
+    dry_run=because("a CPU check: no weights downloaded", pretrained=False)
+    | because("a CPU check: Table V's H+R1+R2 with both losses, the four Table II backbones at 224 px, one sex "
+              "branch, the lambda path at the main lambda (reused) and one tau (a second 560 px run)",
+              inputs=["H+R1+R2"], table3_sex=[[64, 32]], table4_sizes=[224], sens_lambdas=[0.5],
+              sens_lambda_inputs=["H+R1+R2"],
+              sens_taus=[30], sens_tau_regions=["H"], fig3_n=2, fig4_n=2),
+)
+
+METHOD = Method(
+    id="chen2022", notebook="30_chen2022_attention_ldl", title="CAM region localisation + age distribution learning",
+    citation="Chen C, Chen Z, Jin X, Li L, Speier W, Arnold CW. Attention-Guided Discriminative Region Localization "
+             "and Label Distribution Learning for Bone Age Assessment. IEEE JBHI 26(3):1208-1218 (2022), "
+             "doi:10.1109/JBHI.2021.3095128",
+    settings=SETTINGS, split=Split(pool="labelled", held_out=(500, 500), full_pool=5000),
+    headline=(4.3, "Chen et al. 2022, Table V, H+R1+R2, l_MAE + l_reg"),
+    quotes={"Table I": PAPER_T1, "Table II": PAPER_T2, "Table III": PAPER_T3, "Table IV": PAPER_T4,
+            "Table V": PAPER_T5},
+    build_final=build_final, final_pipeline=final_pipeline, fit_final=fit_final,
+    age_distribution=age_distribution, cam_target=cam_target)

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from bac.config import Settings, because
+from bac.models import Method, Split
 from bac.models import pretrained as _pretrained
 
-PAPER_ID = "li2021"
 SEX_DIM = 24                       # width of the sex embedding (paper: 24)
 PAPER_PARAMS_M = 7.6               # the paper's parameter count, millions (not reproducible from Table 1)
 PAPER_SIZES = (224, 500, 700)      # Table 2's input sizes
@@ -112,7 +113,7 @@ def table2_grid(cfg) -> list[dict]:
     sizes = list(cfg["sizes"])
     if not sizes or sizes[-1] != cfg["size"] or len(sizes) > len(PAPER_SIZES):
         raise ValueError(f"li2021 config: `sizes` {sizes} must end with `size` ({cfg['size']}) and hold at most "
-                         f"{len(PAPER_SIZES)} sizes (one per Table 2 size); fix PAPERS['li2021'] or OVERRIDES")
+                         f"{len(PAPER_SIZES)} sizes (one per Table 2 size); fix li2021.SETTINGS or OVERRIDES")
     base = dict(sex=True, pipeline=cfg["pipeline"], pretrained=bool(cfg["pretrained"]), run=True, note="")
     rows = [dict(base, row=f"{ps} px", size=s, paper_size=ps, paper_mae=PAPER_TABLE2[ps])
             for s, ps in zip(sizes, PAPER_SIZES[-len(sizes):])]
@@ -148,8 +149,9 @@ def build_final(cfg) -> SexEmbeddingRegressor:
     return build(cfg, use_sex=True, pretrained=False)
 
 
-def final_pipeline(cfg) -> tuple[str, int, dict]:
-    """(pipeline, input size, pipeline parameters) the final model expects (`bac.preprocess.prepare`)."""
+def final_pipeline(cfg, df=None) -> tuple[str, int, dict]:
+    """(pipeline, input size, pipeline parameters) the final model expects (`bac.preprocess.prepare`); the
+    unsupervised localisation learns nothing from `df`."""
     from bac import preprocess
     return cfg["pipeline"], int(cfg["size"]), preprocess.pipeline_params(cfg, None, cfg["pipeline"])
 
@@ -180,7 +182,7 @@ def fit(cfg, images: dict, df, use_sex: bool = True, pretrained: bool | None = N
             learn.fit_one_cycle(cfg["epochs"], cfg["lr"])
         else:
             learn.fit(cfg["epochs"], cbs=[ParamScheduler({"lr": step_schedule(cfg["lr"], cfg["epochs"],
-                                                                               cfg["lr_step_every"])})])
+                                                                               cfg["lr_drop_every"])})])
     return learn
 
 
@@ -194,7 +196,7 @@ def fit_final(cfg, df, progress: bool = False) -> SexEmbeddingRegressor:
             raise ValueError(f"fit_final needs 'train' and 'validation' rows in df.split; it has "
                              f"{sorted(df.split.unique())}: load the data with bac.data.load(cfg, split=...)")
     fit_df = df[df.split.isin(["train", "validation"])]
-    pipeline, size, params = final_pipeline(cfg)
+    pipeline, size, params = final_pipeline(cfg, df)
     images = {s: preprocess.prepare(fit_df[fit_df.split == s], pipeline, size, workers=cfg.get("workers", 1),
                                     progress=progress, **params) for s in ("train", "validation")}
     return fit(cfg, images, fit_df, use_sex=True, quiet=not progress).model.eval()
@@ -215,3 +217,44 @@ def latency(model: nn.Module, paths, male, pipeline: str, size: int, params: dic
     from bac.predict import latency as timed
     return timed(model, dict(pipeline=pipeline, size=size, params=params or {}), paths, male, threads=threads,
                  warmup=warmup)
+
+
+# ------------------------------------------------------------------------------------------ settings, registry
+# Table 2: one row per input size in `sizes` (sex, preprocessing, pretraining on), then at `size` (the largest,
+# also the final model's) the `ablations`. The segmentation's settings (li_size, li_iters, ...) are notebook 02's
+# (`bac.config.SECTIONS["preprocess"]`). The paper: ImageNet MobileNetV3-Large, 224/500/700 px, batch 10, 160
+# epochs, SGD momentum 0.9, lr / 10 every 30 epochs, 7:2:1 split of the training set. Not given: the initial lr
+# and weight decay (ours: 0.01, 1e-4) and the ranges of "crop, resize, rotation, contrast, brightness" (ours).
+_NO_WEIGHTS = "no ImageNet weights offline, so the no-pretraining row is not run"
+SETTINGS = Settings(
+    full=dict(backbone="mobilenetv3_large_100", backbone_kwargs={}, pretrained=True, pretrained_file="", in_chans=1,
+              clahe=False, hidden=None, pipeline="li2021", plain_pipeline="plain", split="li2021",
+              sizes=[224, 500, 700], size=700, ablations=["no_sex", "no_preprocess", "no_pretrain"], bs=10,
+              epochs=160, lr=0.01, lr_drop_every=30, opt="sgd", momentum=0.9, wd=1e-4,
+              augment=dict(rotate=10, translate=0.05, scale=0.1, brightness=0.2, contrast=0.2), n_show=6,
+              latency_n=21),
+    smoke=because(_NO_WEIGHTS, pretrained=False)
+    | because("CI: the paper's network at 64 px for one epoch", sizes=[64], size=64, bs=16, epochs=1, lr=0.05,
+              n_show=3, latency_n=3),
+    demo=because(_NO_WEIGHTS, pretrained=False)
+    | because("MobileNetV3-Large from scratch does not learn in a CPU budget (SGD lr 0.05 / 0.01: 32.7 / 33.0 months, "
+              "AdamW one-cycle 3e-3: 32.6; mean predictor 33.2), a narrow ResNet-10t does (13.3; measured)",
+              backbone="resnet10t", backbone_kwargs=dict(channels=(16, 32, 64, 128), stem_width=16),
+              opt="adamw_one_cycle", lr=3e-3, lr_drop_every=5, augment={})
+    | because("global equalisation turns the phantoms' flat soft tissue into noise (31.9 months; CLAHE inside the "
+              "hand 14.1, measured)", clahe=True)
+    | because("a laptop CPU: 96 px only, batch 32, 8 epochs, fewer figures and timed images", sizes=[96], size=96,
+              bs=32, epochs=8, n_show=4, latency_n=11)
+    | because("the official split, so notebook 90 reuses the model", split="official"),
+    dry_run=because("a CPU check: no weights downloaded, few timed images", pretrained=False, latency_n=3, n_show=2),
+)
+
+METHOD = Method(
+    id="li2021", notebook="20_li2021_mobilenetv3", title="Unsupervised hand localisation + MobileNetV3, sex embedding",
+    citation="Li S, Liu B, Li S, Zhu X, Yan Y, Zhang D. A deep learning-based computer-aided diagnosis method of "
+             "X-ray images for bone age assessment. Complex & Intelligent Systems 8:1929-1939 (2022, online 2021), "
+             "doi:10.1007/s40747-021-00376-z",
+    settings=SETTINGS, split=Split(pool="train", held_out=(0.2, 0.1)),
+    headline=(6.2, "Li et al. 2021, RSNA, abstract"),
+    quotes={"Table 2": PAPER_TABLE2, "Table 3": {name: mae for name, _, mae in PAPER_TABLE3}},
+    build_final=build_final, final_pipeline=final_pipeline, fit_final=fit_final)

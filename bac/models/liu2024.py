@@ -19,6 +19,9 @@ import torch.nn.functional as F
 from fastai.callback.core import Callback
 from torch import nn
 
+from bac.config import Settings, because
+from bac.models import Method, Split
+
 K = 4                    # convolution groups of ResNet (paper stages 2-5)
 PIPELINE = "plain"       # the paper resizes the whole radiograph; no cropping or enhancement
 
@@ -141,13 +144,13 @@ class TwoMNet(nn.Module):
     """
 
     def __init__(self, backbone: str = "resnet18", pretrained: bool = False, pretrained_file: str = "",
-                 backbone_kw: dict | None = None, in_chans: int = 1, spatial=(3,), channel=(4, 5),
+                 backbone_kwargs: dict | None = None, in_chans: int = 1, spatial=(3,), channel=(4, 5),
                  multiscale=(3, 4, 5), supervised=(4, 5), hidden: int = 256, geometry: str = "none",
                  size: int | None = None, age_mean: float = 120.0, age_scale: float = 50.0):
         super().__init__()
         from bac.models.pretrained import create
         net = create(backbone, pretrained=pretrained, pretrained_file=pretrained_file, num_classes=0,
-                     in_chans=in_chans, **(backbone_kw or {}))
+                     in_chans=in_chans, **(backbone_kwargs or {}))
         if not all(hasattr(net, a) for a in ("conv1", "layer1", "layer4")):
             raise ValueError(f"backbone {backbone!r} is not a timm ResNet (needs conv1, layer1..layer4)")
         for s in (*spatial, *channel, *multiscale, *supervised):
@@ -284,7 +287,7 @@ def build(cfg, experiment: str, male: bool, age_mean: float = 120.0, age_scale: 
     """The per-sex model of `experiment` from the config (boys: crop; girls: resize, as in the paper)."""
     e = parse_experiment(experiment)
     supervised = sorted({s for _, s in step_plan(e["queue"]) if s is not None})
-    return TwoMNet(backbone=cfg["backbone"], backbone_kw=cfg.get("backbone_kw") or {},
+    return TwoMNet(backbone=cfg["backbone"], backbone_kwargs=cfg.get("backbone_kwargs") or {},
                    pretrained=cfg["pretrained"] if pretrained is None else pretrained,
                    pretrained_file=cfg.get("pretrained_file", ""), spatial=e["spatial"], channel=e["channel"],
                    multiscale=tuple(cfg["multiscale"]), supervised=supervised, hidden=cfg["hidden"],
@@ -297,7 +300,7 @@ def build_final(cfg) -> BySex:
     return BySex(build(cfg, cfg["final"], True, pretrained=False), build(cfg, cfg["final"], False, pretrained=False))
 
 
-def final_pipeline(cfg) -> tuple[str, int, dict]:
+def final_pipeline(cfg, df=None) -> tuple[str, int, dict]:
     """(pipeline, size, params) of the images the final model expects: whole image at `resize` pixels."""
     return cfg.get("pipeline", PIPELINE), int(cfg["resize"]), {}
 
@@ -353,7 +356,7 @@ def fit(cfg, experiment: str, male: bool, images: dict, df, progress: bool = Fal
 def prepare_images(cfg, df, splits=("train", "validation", "test"), progress: bool = False) -> dict:
     """split -> uint8 images of `cfg.pipeline` at `cfg.resize` (the models crop/resize to `cfg.size`), cached."""
     from bac import preprocess
-    pipeline, size, params = final_pipeline(cfg)
+    pipeline, size, params = final_pipeline(cfg, df)
     return {s: preprocess.prepare(df[df.split == s], pipeline, size, workers=cfg.get("workers", 1),
                                   progress=progress, **params) for s in splits if (df.split == s).any()}
 
@@ -417,3 +420,46 @@ def confusion_years(y_true, y_pred, max_year: int = 19):
     years = list(range(max_year + 1))
     return pd.DataFrame(m, index=pd.Index(years, name="predicted (years)"),
                         columns=pd.Index(years, name="true (years)"))
+
+
+# ------------------------------------------------------------------------------------------ settings, registry
+# Experiments are named q<input queue>[+s<spatial stages>][+c<channel stages>] (`parse_experiment`); stages as in
+# the paper: 1 = stem, 2-5 = ResNet's groups. Boys: resize to `resize`, centre-crop `size`; girls: resize to `size`
+# (the paper's 512/448 and 448). The paper: ImageNet ResNet-18, 448 x 448, SGD momentum 0.9, wd 1e-4, batch 64,
+# 130 epochs, warm-up 5 epochs from 0.001, lr 0.0025 divided by 10 every 30 epochs; Tables 3-5 and the combined
+# model. Ours where it is silent: the attention head's width (`hidden`), the augmentation ranges.
+_NO_WEIGHTS = "no ImageNet weights offline"
+_GRID = "the CPU budget: the subset (1) vs (4, 2, 1) vs the full model"
+SETTINGS = Settings(
+    full=dict(backbone="resnet18", backbone_kwargs={}, pretrained=True, pretrained_file="", pipeline=PIPELINE,
+              resize=512, size=448, boys_geometry="crop", girls_geometry="resize", multiscale=(3, 4, 5), hidden=256,
+              bs=64, epochs=130, lr=0.0025, warmup_epochs=5, warmup_lr=0.001, lr_drop_every=30, opt="sgd",
+              momentum=0.9, wd=1e-4, augment=dict(rotate=15, flip=True, gamma=0.2),
+              experiments=["q1", "q21", "q421", "q8421", "q421+s2", "q421+s3", "q421+s4", "q421+s5", "q421+c4",
+                           "q421+c5", "q421+c45", "q421+s3+c45"],
+              final="q421+s3+c45", n_queries=4),
+    smoke=because(_NO_WEIGHTS + ": a ResNet-18 stand-in (1 block per group, 16-128 channels) from scratch",
+                  pretrained=False,
+                  backbone_kwargs=dict(layers=[1, 1, 1, 1], channels=(16, 32, 64, 128), stem_width=16))
+    | because("CI: 64 px from 80 px, four batches of one epoch, no warm-up", resize=80, size=64, hidden=64, bs=16,
+              epochs=1, max_steps=4, lr=0.02, warmup_epochs=0, warmup_lr=0.002, n_queries=3)
+    | because(_GRID, experiments=["q1", "q421", "q421+s3+c45"]),
+    demo=because(_NO_WEIGHTS + ": a narrow ResNet-10t (deep stem of width 16, 16-128 channels) from scratch; the "
+                 "ResNet-18 stand-in with SGD reached 31.5 months, the ResNet-10t 23.0 (measured)", pretrained=False,
+                 backbone="resnet10t", backbone_kwargs=dict(channels=(16, 32, 64, 128), stem_width=16))
+    | because("AdamW one-cycle lr 3e-3 without augmentation learns in a CPU budget (lr 1e-2: 29.9 months, "
+              "measured)", opt="adamw_one_cycle", lr=3e-3, warmup_epochs=0, warmup_lr=0.002, augment={})
+    | because("a laptop CPU: 96 px from 112 px, 10 epochs (8: the girls' full model did not learn, 33.9 months)",
+              resize=112, size=96, hidden=64, bs=32, epochs=10, n_queries=3)
+    | because(_GRID, experiments=["q1", "q421", "q421+s3+c45"]),
+    dry_run=because("a CPU check at full size, no weights downloaded: every queue length, the heaviest spatial block, "
+                    "the full model", pretrained=False, experiments=["q1", "q8421", "q421+s2", "q421+s3+c45"]),
+)
+
+METHOD = Method(
+    id="liu2024", notebook="40_liu2024_2mnet", title="2M-Net: jigsaw multi-granularity + self-attention",
+    citation="Liu B, Huang Y, Li S, He J, Zhang D. Bone age assessment by multi-granularity and multi-attention "
+             "feature encoding. Quant Imaging Med Surg 2024, doi:10.21037/qims-23-806",
+    settings=SETTINGS, split=Split(pool="official"), headline=(3.98, "Liu et al. 2024, RSNA test set, abstract"),
+    quotes={"Tables 3-5 (male, female)": PAPER_MAE, "overall": {"q421+s3+c45": PAPER_OVERALL}},
+    build_final=build_final, final_pipeline=final_pipeline, fit_final=fit_final)

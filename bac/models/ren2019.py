@@ -18,9 +18,10 @@ import torch
 from fastai.callback.core import Callback
 from torch import nn
 
+from bac.config import Settings, because
+from bac.models import Method, Split
 from bac.models import pretrained as _pretrained
 
-PAPER_ID = "ren2019"
 HIDDEN = 1024                      # width of the two fully connected layers (paper: 1,024)
 INIT_STD = 0.001                   # "initialized randomly with a Gaussian distribution (mean 0, SD 0.001)"
 
@@ -193,17 +194,12 @@ def build_final(cfg) -> RegressionCNN:
     return build(cfg, in_chans=cfg.get("in_chans", 2), pretrained=False)
 
 
-def final_pipeline(cfg) -> tuple[str, int, dict]:
-    """(pipeline, input size, pipeline parameters) of the final model, for `bac.preprocess.prepare`.
-
-    The notebook stores `bac.preprocess.pipeline_params(cfg, df, cfg.pipeline)` (the hand detector's cache key
-    and the histogram-matching reference) in `cfg.pipeline_params` before it saves the final model.
-    """
-    params = dict(cfg.get("pipeline_params") or {})
-    if cfg["pipeline"] == "ren2019" and not params.get("detector"):
-        raise ValueError("cfg.pipeline_params has no hand detector: set it to "
-                         "bac.preprocess.pipeline_params(cfg, df, 'ren2019') (notebook 10 does) before saving")
-    return cfg["pipeline"], int(cfg["size"]), params
+def final_pipeline(cfg, df) -> tuple[str, int, dict]:
+    """(pipeline, input size, pipeline parameters) of the final model trained on `df`, for
+    `bac.preprocess.prepare`: the parameters are the hand detector's cache key and the histogram-matching
+    reference (`bac.preprocess.pipeline_params`; the detector is trained once, then read from its cache)."""
+    from bac import preprocess
+    return cfg["pipeline"], int(cfg["size"]), preprocess.pipeline_params(cfg, df, cfg["pipeline"])
 
 
 def count_parameters(backbone: str, in_chans: int = 2, backbone_kwargs: dict | None = None) -> int:
@@ -279,20 +275,20 @@ def fit_final(cfg, df, progress: bool = False) -> RegressionCNN:
     """The full method (S5) on `df` (any split scheme; 'train' rows trained on, 'validation' monitored):
     attention input of `cfg.pipeline` at `cfg.size`, dynamic AMAE, `cfg.epochs`; returned in eval mode.
 
-    Sets `cfg.pipeline_params` (hand detector key, histogram reference) and `cfg.in_chans`, which
-    `final_pipeline`/`build_final` (and so `bac.predict.save_final(cfg, model)`) need.
+    Its images come from `final_pipeline(cfg, df)` (which `bac.predict.save_final` stores with the weights).
     """
     from bac import preprocess
     for split in ("train", "validation"):
         if not (df.split == split).any():
             raise ValueError(f"fit_final needs 'train' and 'validation' rows in df.split; it has "
                              f"{sorted(df.split.unique())}: load the data with bac.data.load(cfg, split=...)")
-    cfg.pipeline_params = preprocess.pipeline_params(cfg, df, cfg["pipeline"])  # trains the detector once
+    pipeline, size, params = final_pipeline(cfg, df)  # trains the hand detector once
     fit_df = df[df.split.isin(["train", "validation"])]
-    images = {s: preprocess.prepare(fit_df[fit_df.split == s], cfg["pipeline"], cfg["size"],
-                                    workers=cfg.get("workers", 1), progress=progress, **cfg.pipeline_params)
-              for s in ("train", "validation")}
-    cfg.in_chans = int(images["train"].shape[1])
+    images = {s: preprocess.prepare(fit_df[fit_df.split == s], pipeline, size, workers=cfg.get("workers", 1),
+                                    progress=progress, **params) for s in ("train", "validation")}
+    if images["train"].shape[1] != cfg["in_chans"]:
+        raise ValueError(f"pipeline {pipeline!r} gives {images['train'].shape[1]} channels, cfg.in_chans is "
+                         f"{cfg['in_chans']}: override both (e.g. OVERRIDES='pipeline=plain,in_chans=1')")
     learn = fit(cfg, images, fit_df, loss=CONFIGS["S5"]["loss"], quiet=not progress)
     return learn.model.eval()
 
@@ -330,3 +326,53 @@ def ram_overlay(model: RegressionCNN, images: np.ndarray, male) -> tuple[np.ndar
     out = regression_activation_map(model, x, male)
     up = upsample(out["maps"], images.shape[-2:]).cpu().numpy()
     return np.stack([normalize_map(m, 1.0) for m in up]), out["pred"].cpu().numpy()
+
+
+# ------------------------------------------------------------------------------------------ settings, registry
+# Paper: Inception-V3 from scratch (N(0, 0.001) init), Adam lr 0.01, rotation 20 deg, translation 0.2, scaling
+# 0.2, flips, brightness 0.8-1.2, random 80/10/10 split without ages > 216 months. Ours where it is silent: input
+# 512 px, 100 epochs, batch 32, dropout 0.5, lr flat then cosine (pct_flat), Adam as in Keras (beta2 0.999), no
+# weight decay, S3's fixed k = 2, dynamic k linear from 3 to 1 over the first 75 % of training. `configs`: Table
+# III rows (CONFIGS); `backbones`: Table II rows, paper name -> [timm name, kwargs], run on the original image with
+# the MAE loss (S1's setting; the row whose backbone is `backbone` reuses S1).
+_STANDIN = "a narrow ResNet-10 stand-in for every backbone: Inception-V3 is ~20x too slow on 2 CPU cores"
+SETTINGS = Settings(
+    full=dict(split="ren2019", pipeline="ren2019", plain_pipeline="plain", size=512, in_chans=2,
+              backbone="inception_v3", backbone_kwargs={}, pretrained=False, pretrained_file="", init_std=0.001,
+              dropout=0.5, lr=0.01, wd=0.0, beta2=0.999, pct_flat=0.75, epochs=100, bs=32, k_fixed=2.0,
+              k_start=3.0, k_end_frac=0.75,
+              augment=dict(rotate=20, translate=0.2, scale=0.2, flip=True, brightness=0.2),
+              configs=["S1", "S2", "S3", "S4", "S5"],
+              backbones={"Inception-V3": ["inception_v3", {}], "Inception-V4": ["inception_v4", {}],
+                         "ResNet-50": ["resnet50", {}], "ResNet-101": ["resnet101", {}],
+                         "DenseNet-121": ["densenet121", {}], "DenseNet-161": ["densenet161", {}]},
+              n_hard=5),
+    smoke=because(_STANDIN, backbone="resnet10t", backbone_kwargs=dict(channels=(16, 32, 64, 128)),
+                  backbones={"Inception-V3": ["resnet10t", dict(channels=(16, 32, 64, 128))],
+                             "ResNet-50": ["resnet10t", dict(channels=(8, 16, 32, 64))]})
+    | because("CI: 64 px, one epoch of 3 batches, no dropout", size=64, epochs=1, bs=16, max_steps=3, dropout=0.0)
+    | because("fastai's Adam (beta2 0.99), with which the small profiles' settings were chosen", beta2=0.99)
+    | because("CI: a short figure", n_hard=3),
+    demo=because(_STANDIN, backbone="resnet10t", backbone_kwargs=dict(channels=(16, 32, 64, 128), stem_width=16),
+                 backbones={"Inception-V3": ["resnet10t", dict(channels=(16, 32, 64, 128), stem_width=16)]})
+    | because("a laptop CPU: 96 px, 10 epochs, no dropout", size=96, epochs=10, dropout=0.0)
+    | because("the official split, so notebook 90 reuses the model", split="official")
+    | because("with N(0, 0.001), lr 0.01 and the paper's augmentation the stand-in does not beat the mean predictor "
+              "in a CPU budget (10 epochs: 29 vs 33 months; He init without augmentation 20, measured)",
+              init_std=None, lr=3e-3, augment={}, pct_flat=0.3)
+    | because("k from 3 lets the youngest dominate a short schedule: S4 29.1 months vs S1 17.1; from 2 over 30 % "
+              "23.3; from 1.5 over half 17.3 (measured)", k_start=1.5, k_end_frac=0.5)
+    | because("fastai's Adam (beta2 0.99), with which the small profiles' settings were chosen", beta2=0.99)
+    | because("the 30-minute budget: Table III's S1, S4, S5", configs=["S1", "S4", "S5"]),
+    dry_run=because("a CPU check: a short figure", n_hard=2),
+)
+
+METHOD = Method(
+    id="ren2019", notebook="10_ren2019_regression_cnn", title="Regression CNN, coarse/fine attention, dynamic loss",
+    citation="Ren et al., Regression Convolutional Neural Network for Automated Pediatric Bone Age Assessment From "
+             "Hand Radiograph, IEEE JBHI 23(5), 2019, doi:10.1109/JBHI.2018.2876916",
+    settings=SETTINGS, split=Split(pool="train", max_age=216.0, held_out=(0.1, 0.1)),
+    headline=(5.2, "Ren et al. 2019, RSNA, abstract/conclusion (S5)"),
+    quotes={"Table II": PAPER_TABLE2, "Table III": PAPER_TABLE3, "Table III by sex/age": PAPER_TABLE3_BANDS,
+            "Table III n": PAPER_TABLE3_N},
+    build_final=build_final, final_pipeline=final_pipeline, fit_final=fit_final)

@@ -17,9 +17,12 @@ from fastai.callback.core import Callback
 from torch import nn
 from torch.nn import functional as F
 
+from bac.config import Settings, because
+from bac.models import Method, Split
 from bac.models import pretrained as _pretrained
 
 N_BINS = 240          # months 1..240, one logit each (Eq. 2)
+PAPER_TAU = {1.0: 4.65, 2.0: 4.45, 3.0: 4.54, 4.0: 4.73}   # Table 6: student MAE (months, RSNA) by tau
 SEX_UNITS = 32        # "we map gender to 32 neurons"
 HIDDEN = 1024         # the first of the two fully connected layers
 
@@ -155,17 +158,17 @@ class KDALDLNet(nn.Module):
     backbone: a timm name (Swin-T/S/B: 'swin_{tiny,small,base}_patch4_window7_224'; CNNs such as
     'resnet50' work too, using their last 4 levels at strides 4..32). head 'ldl' gives 240 logits and
     y_hat = sum_j j p_hat_j; head 'regression' (Table 3's plain regression) one output (logits = None).
-    backbone_kw: extra timm arguments (e.g. a smaller Swin for CPU demos).
+    backbone_kwargs: extra timm arguments (e.g. a smaller Swin for CPU demos).
     """
 
     def __init__(self, backbone: str = "swin_small_patch4_window7_224", img_size: int = 512, head: str = "ldl",
                  use_sex: bool = True, pretrained: bool = False, pretrained_file: str = "", n_bins: int = N_BINS,
-                 dropout: float = 0.0, init_age: float = 120.0, backbone_kw: dict | None = None):
+                 dropout: float = 0.0, init_age: float = 120.0, backbone_kwargs: dict | None = None):
         super().__init__()
         if head not in ("ldl", "regression"):
             raise ValueError(f"head must be 'ldl' or 'regression', not {head!r}")
         self.head_kind, self.use_sex, self.n_bins = head, use_sex, n_bins
-        self.backbone, self.nhwc = _features(backbone, img_size, pretrained, pretrained_file, **(backbone_kw or {}))
+        self.backbone, self.nhwc = _features(backbone, img_size, pretrained, pretrained_file, **(backbone_kwargs or {}))
         chans = self.backbone.feature_info.channels()
         if len(chans) < 4:
             raise ValueError(f"backbone {backbone!r} has {len(chans)} feature levels; KDALDL taps 4 stages")
@@ -204,9 +207,9 @@ class CNNRegressor(nn.Module):
 
     def __init__(self, backbone: str = "inception_v3", img_size: int = 512, use_sex: bool = True,
                  pretrained: bool = False, pretrained_file: str = "", init_age: float = 120.0,
-                 backbone_kw: dict | None = None):
+                 backbone_kwargs: dict | None = None):
         super().__init__()
-        body, nhwc = _features(backbone, img_size, pretrained, pretrained_file, **(backbone_kw or {}))
+        body, nhwc = _features(backbone, img_size, pretrained, pretrained_file, **(backbone_kwargs or {}))
         self.body = _LastMap(body, nhwc)
         self.use_sex = use_sex
         self.sex = _sex_branch(use_sex)
@@ -226,12 +229,12 @@ class CNNRegressor(nn.Module):
 # ---- building from the config, training, prediction --------------------------------------------------
 
 def backbone_spec(cfg, label: str) -> dict:
-    """`cfg.backbones[label]` -> dict(name=timm name, kw=extra timm arguments)."""
+    """`cfg.backbones[label]` -> dict(name=timm name, kwargs=extra timm arguments, pretrained_file)."""
     if label not in cfg["backbones"]:
         raise ValueError(f"backbone {label!r} is not in cfg.backbones ({', '.join(cfg['backbones'])}); add it to "
-                         f"PAPERS['zheng2024'] in bac/config.py or pick one of those")
+                         f"zheng2024.SETTINGS or pick one of those")
     spec = cfg["backbones"][label]
-    return dict(name=spec["name"], kw=dict(spec.get("kw", {})), pretrained_file=spec.get("pretrained_file", ""))
+    return dict(name=spec["name"], kwargs=dict(spec.get("kwargs", {})), pretrained_file=spec.get("pretrained_file", ""))
 
 
 def build(cfg, label: str, head: str = "ldl", use_sex: bool = True, pretrained: bool | None = None) -> KDALDLNet:
@@ -239,13 +242,14 @@ def build(cfg, label: str, head: str = "ldl", use_sex: bool = True, pretrained: 
     spec = backbone_spec(cfg, label)
     return KDALDLNet(spec["name"], img_size=cfg["size"], head=head, use_sex=use_sex,
                      pretrained=cfg["pretrained"] if pretrained is None else pretrained,
-                     pretrained_file=spec["pretrained_file"], dropout=cfg.get("dropout", 0.0), backbone_kw=spec["kw"])
+                     pretrained_file=spec["pretrained_file"], dropout=cfg.get("dropout", 0.0),
+                     backbone_kwargs=spec["kwargs"])
 
 
 def build_cnn_baseline(cfg, pretrained: bool | None = None) -> CNNRegressor:
     spec = backbone_spec(cfg, cfg["cnn_baseline"])
     return CNNRegressor(spec["name"], img_size=cfg["size"], pretrained=cfg["pretrained"] if pretrained is None
-                        else pretrained, pretrained_file=spec["pretrained_file"], backbone_kw=spec["kw"])
+                        else pretrained, pretrained_file=spec["pretrained_file"], backbone_kwargs=spec["kwargs"])
 
 
 def build_final(cfg) -> KDALDLNet:
@@ -253,17 +257,11 @@ def build_final(cfg) -> KDALDLNet:
     return build(cfg, cfg["student"], head="ldl", use_sex=True, pretrained=False)
 
 
-def final_pipeline(cfg) -> tuple[str, int, dict]:
-    """(preprocessing pipeline, input size, pipeline parameters) the final model expects.
-
-    `fit_final` (and notebook 50) store `bac.preprocess.pipeline_params(cfg, df, cfg.pipeline)` (the UNet++
-    cache key) in `cfg.pipeline_params` before the model is saved with `bac.predict.save_final(cfg, model)`.
-    """
-    params = dict(cfg.get("pipeline_params") or {})
-    if cfg["pipeline"] == "zheng2024" and not params.get("unetpp"):
-        raise ValueError("cfg.pipeline_params has no UNet++ key: set it to bac.preprocess.pipeline_params(cfg, df, "
-                         "'zheng2024') (fit_final and notebook 50 do) before saving or using the final model")
-    return cfg["pipeline"], int(cfg["size"]), params
+def final_pipeline(cfg, df) -> tuple[str, int, dict]:
+    """(preprocessing pipeline, input size, pipeline parameters) the final model trained on `df` expects: the
+    parameters name the UNet++ fitted on `df` (`bac.preprocess.pipeline_params`: trained once, then cached)."""
+    from bac import preprocess
+    return cfg["pipeline"], int(cfg["size"]), preprocess.pipeline_params(cfg, df, cfg["pipeline"])
 
 
 def age_distribution(output):
@@ -309,9 +307,7 @@ def fit_student(cfg, dls, teacher: nn.Module, backbone: str | None = None, tau: 
 def fit_final(cfg, df, progress: bool = False) -> KDALDLNet:
     """The full method on `df` (any split scheme; 'train' rows trained on, 'validation' monitored): the teacher
     `cfg.teacher` (sigma, lambda), then the KDALDL student `cfg.student` (tau), as notebook 50 trains them;
-    returns the student in eval mode.
-
-    Sets `cfg.pipeline_params` (the UNet++ key), which `final_pipeline` (and `bac.predict.save_final`) need.
+    returns the student in eval mode. Its images come from `final_pipeline(cfg, df)`.
     """
     from bac import preprocess
     from bac.train import dataloaders, make_augment
@@ -319,24 +315,13 @@ def fit_final(cfg, df, progress: bool = False) -> KDALDLNet:
         if not (df.split == split).any():
             raise ValueError(f"fit_final needs 'train' and 'validation' rows in df.split; it has "
                              f"{sorted(df.split.unique())}: load the data with bac.data.load(cfg, split=...)")
-    cfg.pipeline_params = preprocess.pipeline_params(cfg, df, cfg["pipeline"])    # trains the UNet++ once
+    pipeline, size, params = final_pipeline(cfg, df)    # trains the UNet++ once
     fit_df = df[df.split.isin(["train", "validation"])]
-    images = {s: preprocess.prepare(fit_df[fit_df.split == s], cfg["pipeline"], cfg["size"],
-                                    workers=cfg.get("workers", 1), progress=progress, **cfg.pipeline_params)
-              for s in ("train", "validation")}
+    images = {s: preprocess.prepare(fit_df[fit_df.split == s], pipeline, size, workers=cfg.get("workers", 1),
+                                    progress=progress, **params) for s in ("train", "validation")}
     dls = dataloaders(images, fit_df, bs=cfg["bs"], augment=make_augment(**cfg["augment"]), seed=cfg["seed"])
     teacher = fit_teacher(cfg, dls)
     return fit_student(cfg, dls, teacher).eval()
-
-
-class Run:
-    """One trained model of the notebook's tables: its name, model, test predictions, MAE and training time."""
-
-    def __init__(self, name, model, pred, mae, seconds):
-        self.name, self.model, self.pred, self.mae, self.seconds = name, model, pred, mae, seconds
-
-    def __repr__(self):
-        return f"Run({self.name}: test MAE {self.mae:.2f} months, {self.seconds:.0f} s)"
 
 
 class Experiments:
@@ -351,18 +336,18 @@ class Experiments:
         self.cfg, self.images, self.verbose = cfg, images, verbose
         self.test = df[df.split == "test"]
         self.dls = dataloaders(images, df, bs=cfg["bs"], augment=make_augment(**cfg["augment"]), seed=cfg["seed"])
-        self.runs: dict[tuple, Run] = {}
+        self.runs: dict = {}   # key -> `bac.report.record` (spec = the run's name)
 
-    def _fit(self, key: tuple, name: str, fit) -> Run:
-        """Train `fit(dls) -> model` once for `key`, then predict the test split."""
+    def _fit(self, key: tuple, name: str, fit):
+        """Train `fit(dls) -> model` once for `key`, then predict the test split: the run's record."""
         import time
-        from bac.metrics import summary
+        from bac.report import record
         from bac.train import predict
         if key not in self.runs:
             t0 = time.time()
             model = fit(self.dls)
             pred = predict(model, self.images["test"], self.test.male.values)
-            run = Run(name, model, pred, summary(self.test.boneage.values, pred)["mae"], time.time() - t0)
+            run = record(name, pred, self.test, time.time() - t0, model, seed=self.cfg["seed"], name=name)
             self.runs[key] = run
             if self.verbose:
                 print(f"{name:<48} test MAE {run.mae:6.2f} months  ({run.seconds:.0f} s)")
@@ -378,7 +363,7 @@ class Experiments:
             return model
         return fit
 
-    def regression(self, backbone: str | None = None) -> Run:
+    def regression(self, backbone: str | None = None):
         """Table 3, row 1: the same network with one output, trained by the MAE."""
         from bac.train import l1_loss
         b = backbone or self.cfg["teacher"]
@@ -386,7 +371,7 @@ class Experiments:
                          self._plain(lambda: build(self.cfg, b, head="regression"), l1_loss))
 
     def teacher(self, backbone: str | None = None, sigma: float | None = None, lam: float | None = None,
-                use_sex: bool = True) -> Run:
+                use_sex: bool = True):
         """A teacher (`fit_teacher`): Gaussian labels of width sigma, lambda * MAE + (1 - lambda) * KL (Eq. 6)."""
         c = self.cfg
         b, s, l = backbone or c["teacher"], float(sigma if sigma is not None else c["sigma"]), \
@@ -396,7 +381,7 @@ class Experiments:
                          lambda dls: fit_teacher(c, dls, b, sigma=s, lam=l, use_sex=use_sex))
 
     def student(self, backbone: str | None = None, tau: float | None = None, teacher: str | None = None,
-                use_sex: bool = True) -> Run:
+                use_sex: bool = True):
         """A student (`fit_student`) distilled at temperature tau from the main-setting teacher `teacher`."""
         c = self.cfg
         b, t = backbone or c["student"], float(tau if tau is not None else c["tau"])
@@ -405,7 +390,7 @@ class Experiments:
         return self._fit(("student", b, t, teacher or c["teacher"], use_sex), name,
                          lambda dls: fit_student(c, dls, teach.model, b, tau=t, use_sex=use_sex))
 
-    def cnn_baseline(self) -> Run:
+    def cnn_baseline(self):
         """Fig. 8's plain regression CNN (`cfg.cnn_baseline`), trained by the MAE."""
         from bac.train import l1_loss
         b = self.cfg["cnn_baseline"]
@@ -413,11 +398,9 @@ class Experiments:
                                                                                 l1_loss))
 
     def table(self):
-        """Every run so far: name, test MAE, training seconds, parameters."""
-        import pandas as pd
-        from bac.train import count_parameters
-        return pd.DataFrame([dict(run=r.name, test_mae=r.mae, seconds=r.seconds, parameters=count_parameters(r.model))
-                             for r in self.runs.values()])
+        """Every run so far: name, test MAE, SD, training seconds, parameters (`bac.report.records_table`)."""
+        from bac.report import records_table
+        return records_table(list(self.runs.values()), label="run")
 
 
 @torch.no_grad()
@@ -455,3 +438,65 @@ def cam_target(model: nn.Module, stage: int | None = None):
     if layer is None:
         raise ValueError(f"stage {stage} not found in the backbone (Swin stages are 0..3)")
     return layer, (nhwc_to_nchw if model.nhwc else None)
+
+
+# ------------------------------------------------------------------------------------------ settings, registry
+# `backbones`: label -> dict(name=timm name, kwargs=extra timm arguments[, pretrained_file=local weights]);
+# `teacher`/`student`/`cnn_baseline` and the grids name labels from it. Grids: Table 4 `teacher_grid`, Table 5
+# `student_grid`, Fig. 9 `sigmas`, the lambda sweep `lambdas`, Table 6 `taus`; a grid value equal to the main
+# setting reuses the main model. `sex_ablation`: 'kdaldl' retrains teacher and student without sex, 'teacher'
+# only the teacher. `cam_ages`: the four stages of Fig. 7 (months). Paper: Swin-S teacher and student at 512,
+# sigma 14, lambda 0.5, tau 2, ImageNet weights. Table 1 (optimiser, lr, epochs, batch, augmentation) was lost in
+# the text extraction; ours: AdamW, one-cycle lr 1e-4, wd 0.05, 50 epochs, batch 16, mild affine/intensity
+# augmentation, SE reduction 16.
+_SWIN_MINI = dict(name="swin_tiny_patch4_window7_224",   # a 4-block Swin, ~0.8 M parameters
+                  kwargs=dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), window_size=4))
+_NO_WEIGHTS = "no ImageNet weights offline; no mixed precision on a CPU"
+SETTINGS = Settings(
+    full=dict(pipeline="zheng2024", size=512, pretrained=True, fp16=True, clahe=False,
+              backbones={"Swin-T": dict(name="swin_tiny_patch4_window7_224", kwargs={}),
+                         "Swin-S": dict(name="swin_small_patch4_window7_224", kwargs={}),
+                         "Swin-B": dict(name="swin_base_patch4_window7_224", kwargs={}),
+                         "ResNet-50": dict(name="resnet50", kwargs={}),
+                         "Inception-V3": dict(name="inception_v3", kwargs={})},
+              teacher="Swin-S", student="Swin-S", cnn_baseline="Inception-V3", sigma=14.0, lam=0.5, tau=2.0,
+              dropout=0.0, lr=1e-4, wd=0.05, epochs=50, bs=16,
+              augment=dict(rotate=10, translate=0.05, scale=0.1, brightness=0.1, contrast=0.1),
+              teacher_grid=["Swin-T", "Swin-S", "Swin-B"], student_grid=["Swin-T", "Swin-S", "ResNet-50"],
+              sigmas=[10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0], lambdas=[0.0, 0.25, 0.5, 0.75, 1.0],
+              taus=[1.0, 2.0, 3.0, 4.0], sex_ablation="kdaldl", cam_ages=[18, 84, 144, 192], n_dist=4),
+    smoke=because(_NO_WEIGHTS, pretrained=False, fp16=False)
+    | because("CI: a Swin-mini (embed 16, one block per stage, window 4) for every Swin and MobileNetV3-Small for "
+              "the CNNs, at 64 px, one epoch at a higher lr", size=64, epochs=1, lr=3e-3, wd=0.01, n_dist=3,
+              backbones={"Swin-mini": _SWIN_MINI, "MobileNetV3-S": dict(name="mobilenetv3_small_100", kwargs={})},
+              teacher="Swin-mini", student="Swin-mini", cnn_baseline="MobileNetV3-S", teacher_grid=["Swin-mini"],
+              student_grid=["Swin-mini", "MobileNetV3-S"], sigmas=[10.0, 14.0], lambdas=[0.5, 1.0], taus=[1.0, 2.0]),
+    demo=because(_NO_WEIGHTS, pretrained=False, fp16=False)
+    | because("the Swin-mini does not learn from scratch in a CPU budget (10 epochs: 32.0 months vs the mean "
+              "predictor's 33.2; a ResNet-10t in the same KDALDL head 13.4, measured): teacher, student and CNN "
+              "baseline are a narrow ResNet-10t, the Swin-mini is Table 4's second row",
+              backbones={"Swin-mini": _SWIN_MINI,
+                         "ResNet-10t": dict(name="resnet10t", kwargs=dict(channels=(16, 32, 64, 128), stem_width=16))},
+              teacher="ResNet-10t", student="ResNet-10t", cnn_baseline="ResNet-10t",
+              teacher_grid=["ResNet-10t", "Swin-mini"])
+    | because("global equalisation turns the phantoms' flat soft tissue into noise (see li2021)", clahe=True)
+    | because("a laptop CPU: 96 px, 6 epochs at lr 3e-3, no augmentation", size=96, epochs=6, bs=32, lr=3e-3, wd=0.01,
+              augment={})
+    | because("the 30-minute budget: Table 3, tau 1 and 2, the sex ablation of the teacher", student_grid=[],
+              sigmas=[], lambdas=[], taus=[1.0, 2.0], sex_ablation="teacher"),
+    dry_run=because(_NO_WEIGHTS, pretrained=False, fp16=False)
+    | because("a CPU check at 512 px: Table 3's three models, a CNN student and the CNN baseline",
+              teacher_grid=["Swin-S"], student_grid=["Swin-S", "ResNet-50"], sigmas=[14.0], lambdas=[0.5], taus=[2.0],
+              sex_ablation="none"),
+)
+
+METHOD = Method(
+    id="zheng2024", notebook="50_zheng2024_kdaldl",
+    title="KDALDL: Swin multi-scale + label distribution + distillation",
+    citation="Zheng H-D, Yu L, Lu Y-T, Zhang W-H, Yu Y-J. KDALDL: Knowledge Distillation-Based Adaptive Label "
+             "Distribution Learning Network for Bone Age Assessment. IEEE Access 12:17679-17689 (2024), "
+             "doi:10.1109/ACCESS.2024.3358821",
+    settings=SETTINGS, split=Split(pool="official"), headline=(4.45, "Zheng et al. 2024, RSNA test set, conclusion"),
+    quotes={"Table 6": PAPER_TAU},
+    build_final=build_final, final_pipeline=final_pipeline, fit_final=fit_final,
+    age_distribution=age_distribution, cam_target=cam_target)

@@ -4,9 +4,10 @@
 row. Each image is prepared once per (content hash of the file, pipeline, parameters) and stored under
 `<cache>/prepared/`; later calls (other notebooks, epochs, runs) read the small arrays back instead of
 decoding full-size radiographs. A pipeline is a function `fn(image uint8 HxW, size, **params) -> uint8
-(C, size, size)` registered with `@register("name")`; one that localises the hand registers its
-`locate(image, size, **params)` too, and records where it cropped (and whether it fell back to the whole
-image) with `note`: `prepare.last_info` / `prepare.last_stats` show it, cache hits included.
+(C, size, size)` registered with `@register("name", locate=..., params=...)`: one that localises the hand
+registers its `locate(image, size, **params)` too and records where it cropped (and whether it fell back to the
+whole image) with `note` (`notes(df, pipeline, size, **params)` reads them back, cache hits included); `params`
+says what it needs under the profile's preprocessing settings (`pipeline_params`).
 
 Pipelines: 'plain' (whole image), 'equalize' (+ CLAHE option), 'li2021' (unsupervised segmentation crop),
 'zheng2024' (UNet++ segmentation), 'ren2019' (Faster R-CNN crop + Hessian ridge map, 2 channels).
@@ -34,12 +35,17 @@ _FELL_BACK: set = set()          # (cache folder, file) already counted in FALLB
 _NOTES: dict = {}
 
 
-def register(name: str, locate: Callable | None = None):
-    """Register a pipeline `fn(image, size, **params)` (and its localiser `locate(image, size, **params)`)."""
+PARAMS: dict[str, Callable] = {}
+
+
+def register(name: str, locate: Callable | None = None, params: Callable | None = None):
+    """Register a pipeline `fn(image, size, **params)`, its localiser `locate(image, size, **params)` and
+    `params(s, cfg, df)` -> the keyword arguments it needs under the preprocessing settings `s`."""
     def deco(fn):
         PIPELINES[name] = fn
         if locate is not None:
             LOCATORS[name] = locate
+        PARAMS[name] = params or (lambda s, cfg, df: {})
         return fn
     return deco
 
@@ -163,7 +169,7 @@ def locate(image: np.ndarray, pipeline: str, size: int, **params) -> dict:
 
 
 def fallback_stats(infos: list[dict]) -> dict:
-    """{'n', 'fallbacks', 'reasons': {reason: count}} of a list of `prepare.last_info` entries."""
+    """{'n', 'fallbacks', 'reasons': {reason: count}} of a list of `notes` entries."""
     reasons = Counter(i.get("reason") for i in infos if i.get("reason"))
     return dict(n=len(infos), fallbacks=sum(reasons.values()), reasons=dict(reasons))
 
@@ -216,17 +222,10 @@ def _one_thread() -> None:
 
 def prepare(df, pipeline: str = "plain", size: int = 256, workers: int = 1, progress: bool = True,
             cache: bool = True, **params) -> np.ndarray:
-    """Prepared images for every row of `df` (column `path`), from the cache when present.
-
-    Afterwards `prepare.last_hits` counts cache hits, `prepare.last_info` holds each row's notes (box,
-    fallback reason) and `prepare.last_stats` the fallback count (`fallback_stats`).
-    """
+    """Prepared images for every row of `df` (column `path`), from the cache when present; `notes` gives each
+    row's notes (box, fallback reason) afterwards."""
     from tqdm.auto import tqdm
-    from bac.data import cache_root
-    if pipeline not in PIPELINES:
-        raise ValueError(f"unknown pipeline {pipeline!r}; known: {', '.join(sorted(PIPELINES))}")
-    cache_dir = cache_root() / "prepared" / pipeline_key(pipeline, size, params)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = _cache_dir(pipeline, size, params)
     paths = list(df["path"])
     fn = partial(_prepare_one, cache_dir=cache_dir, pipeline=pipeline, size=size, params=params)
     bar = dict(total=len(paths), desc=f"prepare {pipeline}@{size}", disable=not progress, leave=False)
@@ -240,14 +239,40 @@ def prepare(df, pipeline: str = "plain", size: int = 256, workers: int = 1, prog
         for p in paths:
             for suffix in (".npy", ".json"):
                 (cache_dir / f"{file_hash(p)}{suffix}").unlink(missing_ok=True)
-    prepare.last_hits = sum(hit for _, hit, _ in results)
-    prepare.last_info = [info for _, _, info in results]
-    prepare.last_stats = fallback_stats(prepare.last_info)
     for p, (_, _, info) in zip(paths, results):   # cache hits count too: the count must not depend on the cache
         if info.get("reason") and (cache_dir.name, str(p)) not in _FELL_BACK:
             _FELL_BACK.add((cache_dir.name, str(p)))
             FALLBACKS[pipeline] += 1
     return np.stack([r for r, _, _ in results]) if results else np.zeros((0, 1, size, size), np.uint8)
+
+
+def _cache_dir(pipeline: str, size: int, params: dict) -> Path:
+    from bac.data import cache_root
+    if pipeline not in PIPELINES:
+        raise ValueError(f"unknown pipeline {pipeline!r}; known: {', '.join(sorted(PIPELINES))}")
+    path = cache_root() / "prepared" / pipeline_key(pipeline, size, params)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def notes(df, pipeline: str = "plain", size: int = 256, **params) -> list[dict]:
+    """Each row's notes (box, fallback reason; {} when there are none) from the cache of
+    `prepare(df, pipeline, size, **params)`, which must have run (with `cache=True`)."""
+    cache_dir, out = _cache_dir(pipeline, size, params), []
+    for path in df["path"]:
+        stem = cache_dir / file_hash(path)
+        if not stem.with_suffix(".npy").exists():
+            raise ValueError(f"{path} is not prepared for {pipeline}@{size} with these parameters: call "
+                             f"bac.preprocess.prepare first")
+        side = stem.with_suffix(".json")
+        out.append(json.loads(side.read_text()) if side.exists() else {})
+    return out
+
+
+def cached(df, pipeline: str = "plain", size: int = 256, **params) -> int:
+    """How many rows of `df` `prepare(df, pipeline, size, **params)` would read from the cache."""
+    cache_dir = _cache_dir(pipeline, size, params)
+    return sum((cache_dir / f"{file_hash(p)}.npy").exists() for p in df["path"])
 
 
 def prepare_splits(df, pipeline: str = "plain", size: int = 256, **kw) -> dict[str, np.ndarray]:
@@ -258,15 +283,12 @@ def prepare_splits(df, pipeline: str = "plain", size: int = 256, **kw) -> dict[s
 
 # ------------------------------------------------------------------------------------------ settings
 def settings(cfg):
-    """The preprocessing settings (`PAPERS['preprocess']`) of `cfg`'s profile; keys that `cfg` itself has
-    (a paper notebook's own section or overrides) win."""
+    """The preprocessing settings (`bac.config.SECTIONS['preprocess']`) of `cfg`'s profile; keys that `cfg`
+    itself has (a paper notebook's own section or overrides) win."""
     from bac.config import resolve
     s = resolve(cfg["profile"], "preprocess", dry_run=bool(cfg.get("dry_run")), data_dir=cfg.get("data_dir", ""),
                 out_dir=cfg.get("out_dir", ""))
-    for key in s:
-        if key in cfg and key in PARAM_KEYS:
-            s[key] = cfg[key]
-    return s
+    return s.replace(**{key: cfg[key] for key in s if key in cfg and key in PARAM_KEYS})
 
 
 PARAM_KEYS = ("clahe", "margin", "li_size", "li_channels", "li_iters", "det_arch", "det_size", "det_steps",
@@ -282,22 +304,9 @@ def pipeline_params(cfg, df, name: str) -> dict:
     cache yet (progress bar), so the returned params carry the model's key; 'ren2019' also carries the
     reference histogram (quantiles of training images).
     """
-    s = settings(cfg)
-    if name == "plain":
-        return {}
-    if name == "equalize":
-        return dict(clahe=s.clahe)
-    if name == "li2021":
-        return dict(seg_size=s.li_size, p=s.li_channels, q=s.li_channels, iterations=s.li_iters, margin=s.margin,
-                    clahe=s.clahe)
-    if name == "zheng2024":
-        from bac.preprocess.unetpp import fit_unetpp
-        return dict(unetpp=fit_unetpp(cfg, df), margin=s.margin, clahe=s.clahe)
-    if name == "ren2019":
-        from bac.preprocess.detect import fit_detector, reference_histogram
-        return dict(detector=fit_detector(cfg, df), reference=reference_histogram(cfg, df), ridge=s.ridge,
-                    sigmas=list(s.ridge_sigmas), margin=s.margin, matched_crop=s.ren_matched_crop)
-    raise ValueError(f"no parameters known for pipeline {name!r}; known: plain, equalize, li2021, zheng2024, ren2019")
+    if name not in PARAMS:
+        raise ValueError(f"unknown pipeline {name!r}; known: {', '.join(sorted(PARAMS))}")
+    return PARAMS[name](settings(cfg), cfg, df)
 
 
 def training_fingerprint(df) -> str:

@@ -147,7 +147,11 @@ def _register():
     from bac.preprocess.boxes import crop_to_box, scale_box
     from bac.preprocess.ridge import ridge_map
 
-    @register("ren2019", locate=locate_ren)
+    def params(s, cfg, df):   # trains the detector on df's training rows once (cached), pools the reference
+        return dict(detector=fit_detector(cfg, df), reference=reference_histogram(cfg, df), ridge=s.ridge,
+                    sigmas=list(s.ridge_sigmas), margin=s.margin, matched_crop=s.ren_matched_crop)
+
+    @register("ren2019", locate=locate_ren, params=params)
     def ren2019(image: np.ndarray, size: int, detector: str = "", reference=None, ridge: str = "frangi",
                 sigmas=(1.0, 2.0, 4.0), margin: float = 0.02, min_score: float = 0.3, matched_crop: bool = True
                 ) -> np.ndarray:

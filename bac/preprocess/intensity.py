@@ -91,7 +91,7 @@ def match_histogram(image: np.ndarray, reference) -> np.ndarray:
 def _register():
     from bac.preprocess import pad_square, register, resize_long
 
-    @register("equalize")
+    @register("equalize", params=lambda s, cfg, df: dict(clahe=s.clahe))
     def equalize_pipeline(image: np.ndarray, size: int, clahe: bool = False, clip_limit: float = 0.01) -> np.ndarray:
         """The whole radiograph letterboxed, equalised (globally, or CLAHE); the padding stays black."""
         return pad_square(equalize(resize_long(image, size), clahe=clahe, clip_limit=clip_limit), size)[None]

@@ -27,7 +27,7 @@ def score_localisation(cfg, df, pipeline: str, params: dict, progress: bool = Fa
     from bac.data.rsna import read_image
     from bac.preprocess import locate, resize
     from bac.preprocess.boxes import box_iou, boxes_inside_fraction, dice, expand_box
-    root = cfg["data_root"]
+    root = df.attrs["root"]
     rows = []
     for r in tqdm(list(df.itertuples()), desc=f"score {pipeline}", disable=not progress, leave=False):
         image = read_image(r.path)
@@ -103,14 +103,15 @@ def benchmark(df, pipeline: str, size: int, params: dict, workers: int = 1) -> d
     images removed first; trained localisers stay) and warm (read back from the cache)."""
     import shutil
     from bac.data import cache_root
-    from bac.preprocess import pipeline_key, prepare
+    from bac.preprocess import cached, pipeline_key, prepare
     shutil.rmtree(cache_root() / "prepared" / pipeline_key(pipeline, size, params), ignore_errors=True)
     forget(df, size, params.get("reference"))
     t = time.perf_counter()
     prepare(df, pipeline, size, workers=workers, progress=False, **params)
     cold = time.perf_counter() - t
+    hits = cached(df, pipeline, size, **params)
     t = time.perf_counter()
     prepare(df, pipeline, size, workers=workers, progress=False, **params)
     warm = time.perf_counter() - t
     return {"pipeline": pipeline, "images": len(df), "workers": workers, "cold images/s": len(df) / cold,
-            "warm images/s": len(df) / warm, "warm cache hits": prepare.last_hits}
+            "warm images/s": len(df) / warm, "warm cache hits": hits}

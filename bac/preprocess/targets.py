@@ -69,7 +69,7 @@ def training_targets(cfg, df, long_side: int, n: int, workers: int = 1, progress
     train = df[df.split == "train"].sort_values("id").head(n)
     if train.empty:
         raise ValueError("no training rows to fit a hand localiser on: the table has no split == 'train' rows")
-    root = cfg.get("data_root") or str(Path(train.path.iloc[0]).parent.parent)
+    root = df.attrs.get("root") or str(Path(train.path.iloc[0]).parent.parent)
     synthetic = is_synthetic(root)
     s = settings(cfg)
     li = dict(seg_size=s.li_size, p=s.li_channels, q=s.li_channels, iterations=s.li_iters)

@@ -101,7 +101,10 @@ def _register():
     from bac.preprocess.boxes import crop_to_box
     from bac.preprocess.intensity import equalised_crop
 
-    @register("zheng2024", locate=locate_zheng)
+    def params(s, cfg, df):   # trains the UNet++ on df's training rows once (cached)
+        return dict(unetpp=fit_unetpp(cfg, df), margin=s.margin, clahe=s.clahe)
+
+    @register("zheng2024", locate=locate_zheng, params=params)
     def zheng2024(image: np.ndarray, size: int, unetpp: str = "", margin: float = 0.02, clahe: bool = False
                   ) -> np.ndarray:
         """UNet++ mask -> hand crop (+ margin) with the background zeroed -> equalised inside the hand."""

@@ -109,7 +109,11 @@ def _register():
     from bac.preprocess.boxes import crop_to_box
     from bac.preprocess.intensity import equalised_crop
 
-    @register("li2021", locate=locate_li)
+    def params(s, cfg, df):   # nothing is learned from df: each image trains its own segmentation network
+        return dict(seg_size=s.li_size, p=s.li_channels, q=s.li_channels, iterations=s.li_iters, margin=s.margin,
+                    clahe=s.clahe)
+
+    @register("li2021", locate=locate_li, params=params)
     def li2021(image: np.ndarray, size: int, seg_size: int = 64, p: int = 90, q: int = 90, iterations: int = 50,
                lam: float = 4.0, mu: float = 1.0, min_labels: int = 3, margin: float = 0.02, clahe: bool = False
                ) -> np.ndarray:
