@@ -46,9 +46,14 @@ dry-run-full: setup
 lab: setup
 	$(BIN)/jupyter lab notebooks/
 
+# Benchmarks (not tests): data generation and preprocessing speed; the full profile's loader per core, training
+# images/s of each full model on this machine (a GPU when there is one), and the scale rehearsal -> benchmarks/results/
 bench: setup
 	$(BIN)/python benchmarks/bench_synth.py
 	$(BIN)/python benchmarks/bench_preprocess.py
+	$(BIN)/python benchmarks/bench_loader.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/rehearse_full.py
 
 clean:
 	rm -rf build data/prepared

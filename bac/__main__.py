@@ -47,7 +47,19 @@ def main(argv=None) -> int:
     c.add_argument("a", help="a report folder, e.g. reports/")
     c.add_argument("b", help="another, e.g. a copy made before rerunning")
 
+    pl = sub.add_parser("plan", help="what a profile will cost before it starts: trainings, GPU hours, memory, disk")
+    pl.add_argument("--profile", default="full", choices=["smoke", "demo", "full"])
+    pl.add_argument("--data-dir", default="", help="count this RSNA-layout folder's images (default: the RSNA "
+                                                   "release, 12,611 / 1,425 / 200)")
+    pl.add_argument("--only", help="notebook name globs, comma-separated")
+    pl.add_argument("--gpu", default="H200", help="GPU class of the estimate (bac.plan.GPUS)")
+    pl.add_argument("--dry-run", action="store_true", help="the full profile's dry run")
+
     a = p.parse_args(argv)
+    if a.cmd == "plan":
+        from bac import plan
+        plan.print_plan(a.profile, gpu=a.gpu, only=a.only, dry_run=a.dry_run, data_dir=a.data_dir)
+        return 0
     if a.cmd == "run":
         from bac.runner import run
         outcomes = run(profile=a.profile, only=a.only, data_dir=a.data_dir, out=a.out, jobs=a.jobs,

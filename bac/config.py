@@ -59,17 +59,26 @@ class Settings:
         return out
 
 
+# How a training is fed (bac.train): DataLoader worker processes, augmentation of whole batches on the device
+# (instead of per image on the CPU), mixed precision ("bf16", "fp16" or "" for fp32; only on a GPU) and
+# channels-last memory. The CPU profiles keep the per-image path their reference numbers were measured with.
+_CPU_FEED = ("a CPU: the trainings are the bottleneck, not the loader, and the reference numbers were measured with "
+             "per-image augmentation in the main process and fp32")
+
 # Settings of every notebook. `synth` sizes the built-in synthetic data set used when no real data is given;
 # `max_steps`/`limit` cap training batches and images per split (None: no cap).
 COMMON = Settings(
     full=dict(synth=dict(n_train=48, n_val=16, n_test=16, long_side=1600), bs=32, epochs=100, max_steps=None,
-              limit=None, workers=8, device="auto", gpus=1),
+              limit=None, workers=8, device="auto", gpus=1, loader_workers=12, batch_augment=True, amp="bf16",
+              channels_last=True),
     smoke=because("CI: the suite in minutes", synth=dict(n_train=192, n_val=48, n_test=48, long_side=256), bs=16,
                   epochs=1)
-    | because("2 CPU cores", workers=2),
+    | because("2 CPU cores", workers=2) | because(_CPU_FEED, loader_workers=0, batch_augment=False, amp="",
+                                                   channels_last=False),
     demo=because("a laptop CPU: the suite in under 30 minutes, and enough images for the models to learn",
                  synth=dict(n_train=1200, n_val=160, n_test=200, long_side=384), epochs=8)
-    | because("2 CPU cores", workers=2),
+    | because("2 CPU cores", workers=2) | because(_CPU_FEED, loader_workers=0, batch_augment=False, amp="",
+                                                   channels_last=False),
     # What `dry_run=True` changes (only meaningful with the full profile).
     dry_run=because("a CPU check of the full architectures: two batches of two on four images per split",
                     max_steps=2, limit=4, epochs=1, bs=2),

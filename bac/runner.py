@@ -103,6 +103,9 @@ def run(profile: str = "demo", only: str | None = None, data_dir: str = "", out:
     notebooks = find_notebooks(notebook_dir, only)
     if not notebooks:
         raise SystemExit(f"no notebook matches {only!r} in {notebook_dir}")
+    if profile == "full" and not dry_run_full and (data_dir or os.environ.get("BAC_DATA_DIR")):
+        from bac import plan   # refuse now, not hours in, when the cache would not fit on the disk
+        plan.check_disk(profile, plan.count_images(data_dir or os.environ["BAC_DATA_DIR"]), only)
     command = "python -m bac run " + " ".join(a for a in sys.argv[2:]) if sys.argv[1:2] == ["run"] else \
         f"python -m bac run --profile {profile}"
     print(f"Running {len(notebooks)} notebook(s) x {seeds} seed(s), profile {profile}"

@@ -62,7 +62,7 @@ def fit(cfg, images: dict, df, seed: int | None = None, progress: bool = False):
     ages = df[df.split == "train"].boneage
     model = build(cfg, age_mean=float(ages.mean()), age_sd=float(ages.std(ddof=0)) or 1.0)
     dls = train.dataloaders(images, df, bs=cfg["bs"], augment=train.make_augment(**cfg["augment"]), seed=seed,
-                            device=None if cfg["device"] == "auto" else cfg["device"])
+                            cfg=cfg)
     learn = train.learner(dls, model, cfg=cfg, wd=cfg["wd"], seed=seed)
     with learn.no_logging(), (contextlib.nullcontext() if progress else learn.no_bar()):
         learn.fit_one_cycle(cfg["epochs"], cfg["lr"])
@@ -74,7 +74,8 @@ def fit_final(cfg, df, progress: bool = False) -> Baseline:
     from bac import preprocess
     pipeline, size, params = final_pipeline(cfg, df)
     fit_df = df[df.split.isin(["train", "validation"])]
-    images = preprocess.prepare_splits(fit_df, pipeline, size, workers=cfg["workers"], progress=progress, **params)
+    images = preprocess.prepare_splits(fit_df, pipeline, size, workers=cfg["workers"], progress=progress,
+                                       device=cfg.get("device", "auto"), **params)
     return fit(cfg, images, fit_df, progress=progress).model.eval()
 
 

@@ -5,7 +5,9 @@ outputs, one per month) trained on the softened labels of Eq. 5 (`soft_labels`, 
 class activation map (Eq. 2, `attention_maps`) thresholded at tau (Eq. 4) gives a box (`locate`). Fitted
 localisers are stored by weight hash (`save_locator`); the registered pipeline 'chen2022-regions' crops the
 hand H, Region-1 R1, Region-2 R2 (localised on the image with R1 erased, E) from the full-resolution
-radiograph and stacks the requested regions as channels, cached by `bac.preprocess.prepare`.
+radiograph and stacks the requested regions as channels. Each localiser's CAM of an image is computed once and
+cached (`cached_map`, `map_dir`; in batches on a GPU: `cache_maps`); `region_images` builds the crops in memory
+from the originals and the cached maps, so only the maps and the plain images are stored.
 Phase II (regression): `ChenRegressor` (backbone -> conv -> max pool, sex through FC, concatenated, FC) with
 the expectation head y = sum_k k p_k (Eq. 6-8) trained with `ChenLoss` = l_MAE + lambda KL(G || p)
 (Eq. 9-12), or a one-output regression head trained with l1.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -201,18 +204,29 @@ class ChenRegressor(nn.Module):
 
 # ------------------------------------------------------------------------------- maps, boxes, crops
 @torch.no_grad()
+def coarse_maps(model: CamClassifier, images: np.ndarray, device=None) -> np.ndarray:
+    """CAMs (Eq. 2) of uint8 images (N, C, S, S) as the network gives them, before upsampling: float32 (N, h, w),
+    computed on `device` (default: where the model is)."""
+    from bac.train import normalize
+    device = device or next(model.parameters()).device
+    x = normalize(torch.from_numpy(np.ascontiguousarray(images))).to(device)
+    maps, _ = model.eval().cam(x)
+    return maps.float().cpu().numpy()
+
+
+def maps_from_coarse(coarse: np.ndarray, shape, scale: float | str = 100.0) -> np.ndarray:
+    """Coarse CAMs (N, h, w) upsampled to `shape` (S, S) on the threshold scale `scale` (`bac.cam.normalize_map`:
+    "authors" or min-max to [0, scale]); (N, S, S), as `attention_maps` gives them."""
+    up = cam.upsample(torch.from_numpy(np.ascontiguousarray(coarse, np.float32)), tuple(shape)).numpy()
+    return np.stack([cam.normalize_map(m, scale) for m in up]) if len(up) else np.zeros((0,) + tuple(shape))
+
+
 def attention_maps(model: CamClassifier, images: np.ndarray, bs: int = 32, scale: float | str = 100.0) -> np.ndarray:
     """CAMs of uint8 images (N, C, S, S): upsampled to S x S, on the threshold scale `scale`
     (`bac.cam.normalize_map`: "authors" or min-max to [0, scale]); (N, S, S)."""
-    from bac.train import normalize
-    device = next(model.parameters()).device
-    model.eval()
-    out = []
-    for i in range(0, len(images), bs):
-        x = normalize(torch.from_numpy(np.ascontiguousarray(images[i:i + bs]))).to(device)
-        maps, _ = model.cam(x)
-        out += [cam.normalize_map(m, scale) for m in cam.upsample(maps.float(), x.shape[-2:]).cpu().numpy()]
-    return np.stack(out) if out else np.zeros((0,) + tuple(images.shape[-2:]))
+    out = [maps_from_coarse(coarse_maps(model, images[i:i + bs]), images.shape[-2:], scale)
+           for i in range(0, len(images), bs)]
+    return np.concatenate(out) if out else np.zeros((0,) + tuple(images.shape[-2:]))
 
 
 def letterbox_to_original(box, shape, size: int):
@@ -321,13 +335,130 @@ def _restore_locator(key: str) -> None:
             return
 
 
+# ------------------------------------------------------------ the CAM cache: one map per localiser and image
+CAM_BS = 64          # images per batch of the pre-pass on the device (`cache_maps`)
+_CODE: list = []     # `bac.data.code_version()`, computed once per process
+_MAPPED: set = set()  # (map folder, path, erase) the pre-pass has cached in this process
+
+
+def map_dir(key: str) -> Path:
+    """Where localiser `key`'s CAMs are cached: `<cache>/cams/chen2022-<key>-<code>/<image hash>.npy`, one float32
+    (h, w) map before upsampling (`coarse_maps`) per content hash (`bac.preprocess.image_hash`) of the image it
+    ran on (the original, or for Region-2 the original with Region-1 erased). A few hundred bytes each: boxes for
+    any tau and scale are derived from it (`_locate_one`), crops are not stored."""
+    from bac.data import cache_root, code_version
+    if not _CODE:
+        _CODE.append(hashlib.sha1(code_version().encode()).hexdigest()[:10])
+    return cache_root() / "cams" / f"chen2022-{key}-{_CODE[0]}"
+
+
+def _store(path: Path, array: np.ndarray) -> None:
+    """Write `array` to `path` (.npy) through a temporary file, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, array)
+    tmp.replace(path)
+
+
+def cached_map(key: str, image: np.ndarray) -> np.ndarray:
+    """The coarse CAM (h, w) of localiser `key` on a full-resolution `image` (letterboxed to the localiser's size):
+    read from `map_dir(key)`, or computed on the CPU on one thread (as in preprocessing workers) and stored. Inside
+    `bac.preprocess.uncached_localisation()` it is computed every time and neither read nor stored."""
+    from bac.preprocess import _UNCACHED, image_hash, one_thread
+    model, arch = load_locator(key)
+    path = map_dir(key) / f"{image_hash(image)}.npy"
+    if not _UNCACHED and path.exists():
+        return np.load(path)
+    with one_thread():
+        m = coarse_maps(model, letterbox(image, arch["size"])[None, None])[0]
+    if not _UNCACHED:
+        _store(path, m)
+    return m
+
+
 def _locate_one(image: np.ndarray, key: str, tau: float, scale: float | str = 100.0):
-    """Box (original pixels) of one localiser's thresholded CAM on one full-resolution image, or None."""
-    model, arch = load_locator(key)   # (prepared by `bac.preprocess.prepare`: on one thread, in or out of workers)
-    size = arch["size"]
-    small = letterbox(image, size)[None, None]
-    maps = attention_maps(model, small, scale=scale)
+    """Box (original pixels) of one localiser's thresholded CAM on one full-resolution image, or None; the CAM
+    comes from the cache (`cached_map`), so another tau, scale or region set does not run the localiser again."""
+    size = load_locator(key)[1]["size"]
+    maps = maps_from_coarse(cached_map(key, image)[None], (size, size), scale)
     return boxes_from_maps(maps, [image.shape], tau, size)[tau][0]
+
+
+def _imap(fn, items: list, workers: int = 1):
+    """`fn` over `items`, in order: in `workers` processes of one torch thread each (as `bac.preprocess.prepare`
+    runs its pipelines), or here on one thread."""
+    from bac.preprocess import _one_thread, one_thread
+    if workers > 1 and len(items) > 8:
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(workers, initializer=_one_thread) as pool:
+            yield from pool.map(fn, items, chunksize=8)
+    else:
+        with one_thread():
+            for item in items:
+                yield fn(item)
+
+
+def _map_input(path: str, size: int, folder: Path, erase: tuple = ()):
+    """(content hash, localiser input (1, size, size) or None when its map is cached) of the image at `path`;
+    with `erase` = (r1 key, tau_r1, erase_seed, scale), of the image with Region-1 erased."""
+    from bac.data.rsna import read_image
+    from bac.preprocess import image_hash
+    image = read_image(path)
+    if erase:
+        r1, tau_r1, seed, scale = erase
+        image = erase_region(image, _locate_one(image, r1, tau_r1, scale), seed)
+    name = image_hash(image)
+    return name, None if (folder / f"{name}.npy").exists() else letterbox(image, size)[None]
+
+
+def cache_maps(paths, key: str, device, bs: int = CAM_BS, workers: int = 1, progress: bool = False,
+               erase: tuple = ()) -> int:
+    """The pre-pass: the CAMs of localiser `key` on the images at `paths`, in batches of `bs` on `device`, into
+    the cache that `cached_map` reads (maps already there are skipped; `workers` processes read and letterbox the
+    images). `erase` = (r1 key, tau_r1, erase_seed, scale): on the images with Region-1 erased (Region-2's input).
+    Returns how many maps it computed. Batched maps on a GPU equal the per-image CPU maps within float rounding."""
+    import copy
+    from functools import partial
+    from tqdm.auto import tqdm
+    model, arch = load_locator(key)
+    folder = map_dir(key)
+    todo = [p for p in map(str, paths) if (folder, p, erase) not in _MAPPED]
+    net, names, batch, done = None, [], [], 0
+
+    def flush():
+        nonlocal net, done
+        if batch:
+            net = net or copy.deepcopy(model).to(device).eval()
+            for name, m in zip(names, coarse_maps(net, np.stack(batch), device)):
+                _store(folder / f"{name}.npy", m)
+            done += len(batch)
+            names.clear()
+            batch.clear()
+
+    bar = dict(total=len(todo), desc=f"CAMs {key[:8]} on {device}", disable=not progress, leave=False)
+    fn = partial(_map_input, size=arch["size"], folder=folder, erase=tuple(erase))
+    for name, small in tqdm(_imap(fn, todo, workers), **bar):
+        if small is not None and name not in names:
+            names.append(name)
+            batch.append(small)
+        if len(batch) >= bs:
+            flush()
+    flush()
+    _MAPPED.update((folder, p, erase) for p in todo)
+    return done
+
+
+def locate_all(cfg, df, params: dict, device, progress: bool = False) -> None:
+    """The CAMs that the region parameters `params` (`region_params`) need, for every row of `df`, computed in
+    batches on `device` (`cache_maps`): hand and Region-1 on the originals, then Region-2 on the originals with
+    Region-1 erased."""
+    paths, scale = list(df["path"]), params.get("scale", 100.0)
+    for name in ("hand", "r1"):
+        if params.get(name):
+            cache_maps(paths, params[name], device, workers=cfg.workers, progress=progress)
+    if params.get("r2"):
+        cache_maps(paths, params["r2"], device, workers=cfg.workers, progress=progress,
+                   erase=(params["r1"], params["tau_r1"], params["erase_seed"], scale))
 
 
 @register("chen2022-regions")
@@ -389,14 +520,103 @@ def region_params(cfg, regions: str, locators: dict, **taus) -> dict:
     return p
 
 
+def _regions_one(path: str, size: int, params: dict) -> np.ndarray:
+    from bac.data.rsna import read_image
+    return regions_pipeline(read_image(path), size, **params)
+
+
+def region_stack(df, size: int, params: dict, workers: int = 1, progress: bool = False) -> np.ndarray:
+    """uint8 (N, C, size, size): 'chen2022-regions' with `params` on each row of `df`, built in memory from the
+    originals (`workers` processes) and the cached CAMs; nothing is written but the CAMs it had to compute."""
+    from functools import partial
+    from tqdm.auto import tqdm
+    paths = [str(p) for p in df["path"]]
+    out = np.zeros((len(paths), len(params["regions"].split("+")), size, size), np.uint8)
+    bar = dict(total=len(paths), desc=f"regions {params['regions']}@{size}", disable=not progress, leave=False)
+    for i, a in enumerate(tqdm(_imap(partial(_regions_one, size=size, params=params), paths, workers), **bar)):
+        out[i] = a
+    return out
+
+
 def region_images(cfg, df, regions: str, size: int, locators: dict | None = None, progress: bool = False,
                   **taus) -> dict[str, np.ndarray]:
-    """{'train', 'validation', 'test'}: uint8 (N, C, size, size) of the stacked `regions`, from the cache."""
+    """{'train', 'validation', 'test'}: uint8 (N, C, size, size) of the stacked `regions`.
+
+    'O' is the plain pipeline's cached images (shared with the other notebooks). Other regions are cropped in
+    memory from the full-resolution originals (as the authors' `data/crop_patches.py` does) with boxes from the
+    cached CAMs (`cached_map`: one per localiser and image, whatever the regions, tau or size); on a device
+    other than the CPU (`cfg.device`) the missing CAMs are first computed there in batches (`locate_all`)."""
+    from bac import env
     from bac.preprocess import prepare_splits
     if regions == "O":  # the whole image: share the plain pipeline's cache with the other notebooks
         return prepare_splits(df, "plain", size, workers=cfg.workers, progress=progress)
-    return prepare_splits(df, "chen2022-regions", size, workers=cfg.workers, progress=progress,
-                          **region_params(cfg, regions, locators or {}, **taus))
+    params = region_params(cfg, regions, locators or {}, **taus)
+    device = env.device_name(cfg.get("device", "auto"))
+    if torch.device(device).type != "cpu":
+        locate_all(cfg, df, params, device, progress)
+    return {s: region_stack(df[df.split == s], size, params, cfg.workers, progress)
+            for s in ("train", "validation", "test") if (df.split == s).any()}
+
+
+def plain_sizes(cfg) -> list[int]:
+    """The sizes at which notebook 30 trains on plain images (stored by the 'plain' pipeline): the hand and
+    Region-1 localisers, Table V's O, Table II / III's O and Table IV's sizes."""
+    sizes = {cfg.hand_size, cfg.r1_size} | ({cfg.size} if "O" in cfg.inputs else set()) | set(cfg.table4_sizes)
+    return sorted(int(s) for s in sizes | ({cfg.table2_size} if cfg.table2_backbones or cfg.table3_sex else set()))
+
+
+def cache_bytes_per_image(cfg, n: int = 3, long_side: int = 2000) -> dict:
+    """Chen's disk cache per image under `cfg`'s profile, measured on the files this code writes.
+
+    In a temporary cache: `n` synthetic radiographs (long side `long_side`), three untrained localisers of the
+    profile's architecture and sizes, then what notebook 30 prepares for each image: the plain images at
+    `plain_sizes`, the Table V inputs, the tau sweep (`sens_taus` on `sens_tau_regions`) and Region-2's input (E)
+    on the CPU (the crops stay in memory; the CAMs are stored). Returns dict(per_image: bytes (file sizes) per
+    image, per_image_disk: in filesystem blocks, fixed: the localisers' bytes (once per fit), folders: {folder:
+    bytes per image}). The `full` profile: `cache_bytes_per_image(bac.config.resolve('full', 'chen2022'))`."""
+    import tempfile
+    from collections import Counter
+    from bac.data import rsna, synth
+    from bac.preprocess import prepare
+    cfg = cfg.replace(workers=1, device="cpu")
+    old = os.environ.get("BAC_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="bac-chen-bytes-") as tmp:
+        os.environ["BAC_CACHE_DIR"] = str(Path(tmp) / "cache")
+        try:
+            df = rsna.load_table(synth.make_dataset(Path(tmp) / "data", n, 0, 0, long_side=long_side, workers=1,
+                                                    progress=False)).assign(split="train")
+            torch.manual_seed(0)
+            keys = {}
+            for name, pool, size in (("hand", cfg.hand_pool, cfg.hand_size), ("r1", cfg.r1_pool, cfg.r1_size),
+                                     ("r2", cfg.r1_pool, cfg.r1_size)):
+                arch = dict(backbone=cfg.cls_backbone, pool=pool, in_chans=1, backbone_kwargs=cfg.cls_backbone_kwargs,
+                            size=int(size))
+                keys[name] = save_locator(CamClassifier(**{k: v for k, v in arch.items() if k != "size"}), arch)
+            for size in plain_sizes(cfg):
+                prepare(df, "plain", size, progress=False)
+            locator_images(cfg, df, "r2", keys)
+            for regions in cfg.inputs:
+                region_images(cfg, df, regions, cfg.size, keys)
+            for regions in cfg.sens_tau_regions if cfg.sens_taus else []:
+                for tau in cfg.sens_taus:   # as notebook 30's Fig. 5a sweep
+                    region_images(cfg, df, regions, cfg.size, keys,
+                                  **{"tau_hand" if regions == "H" else "tau_r1": float(tau)})
+            sizes, blocks = Counter(), Counter()
+            root = Path(os.environ["BAC_CACHE_DIR"])
+            for f in root.rglob("*"):
+                if f.is_file():
+                    folder = "/".join(f.relative_to(root).parts[:2])
+                    sizes[folder] += f.stat().st_size
+                    blocks[folder] += f.stat().st_blocks * 512
+        finally:
+            if old is None:
+                del os.environ["BAC_CACHE_DIR"]
+            else:
+                os.environ["BAC_CACHE_DIR"] = old
+    fixed = sum(v for k, v in sizes.items() if k.startswith("models"))
+    per = {k: v / n for k, v in sorted(sizes.items()) if not k.startswith("models")}
+    return dict(per_image=sum(per.values()), fixed=fixed, folders=per,
+                per_image_disk=sum(v for k, v in blocks.items() if not k.startswith("models")) / n)
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -409,8 +629,8 @@ def lr_schedule(lr: float, drops):
 def fit(cfg, model: nn.Module, images: dict, df, loss_func, epochs: int, lr: float, drops, bs: int):
     """Keras's Adam (beta2 `cfg.beta2`, no weight decay) with the paper's step schedule; quiet; the Learner."""
     from fastai.callback.schedule import ParamScheduler
-    from bac import env, train
-    dls = train.dataloaders(images, df, bs=bs, seed=cfg.seed, device=env.device_name(cfg.device))
+    from bac import train
+    dls = train.dataloaders(images, df, bs=bs, seed=cfg.seed, cfg=cfg)
     learn = train.learner(dls, model, loss_func, opt_func=train.keras_adam(cfg.beta2), cfg=cfg, wd=0.0)
     with learn.no_bar(), learn.no_logging():
         learn.fit(epochs, lr=lr, cbs=[ParamScheduler({"lr": lr_schedule(lr, drops)})])

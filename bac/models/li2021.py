@@ -171,7 +171,7 @@ def fit(cfg, images: dict, df, use_sex: bool = True, pretrained: bool | None = N
     model = build(cfg, use_sex=use_sex, pretrained=pretrained, scaler=scaler,
                   in_chans=in_chans or images["train"].shape[1])
     dls = train.dataloaders(images, df, bs=cfg["bs"], augment=train.make_augment(**cfg["augment"]), seed=seed,
-                            device=None if cfg.get("device", "auto") == "auto" else cfg["device"])
+                            cfg=cfg)
     one_cycle = cfg.get("opt", "sgd") == "adamw_one_cycle"
     learn = train.learner(dls, model, loss_func=standardised_mse(model), cfg=cfg, wd=cfg["wd"],
                           opt_func=None if one_cycle else partial(SGD, mom=cfg["momentum"], decouple_wd=False),
@@ -198,7 +198,8 @@ def fit_final(cfg, df, progress: bool = False) -> SexEmbeddingRegressor:
     fit_df = df[df.split.isin(["train", "validation"])]
     pipeline, size, params = final_pipeline(cfg, df)
     images = {s: preprocess.prepare(fit_df[fit_df.split == s], pipeline, size, workers=cfg.get("workers", 1),
-                                    progress=progress, **params) for s in ("train", "validation")}
+                                    progress=progress, device=cfg.get("device", "auto"), **params)
+              for s in ("train", "validation")}
     return fit(cfg, images, fit_df, use_sex=True, quiet=not progress).model.eval()
 
 

@@ -339,8 +339,7 @@ def fit(cfg, experiment: str, male: bool, images: dict, df, progress: bool = Fal
     train.seed_everything(cfg.get("seed", 0))
     model = build(cfg, experiment, male, age_mean=float(ages.mean()), age_scale=float(max(ages.std(), 1.0)))
     dls = train.dataloaders(imgs, rows, bs=cfg["bs"], augment=train.make_augment(**cfg["augment"]),
-                            seed=cfg.get("seed", 0),
-                            device=None if cfg.get("device", "auto") == "auto" else cfg["device"])
+                            seed=cfg.get("seed", 0), cfg=cfg)
     one_cycle = cfg.get("opt", "sgd") == "adamw_one_cycle"
     learn = train.learner(dls, model, loss_func=lambda pred, y: scaled_l1(model, pred, y), cfg=cfg, wd=cfg["wd"],
                           opt_func=None if one_cycle else partial(SGD, mom=cfg["momentum"], decouple_wd=False),
@@ -358,7 +357,8 @@ def prepare_images(cfg, df, splits=("train", "validation", "test"), progress: bo
     from bac import preprocess
     pipeline, size, params = final_pipeline(cfg, df)
     return {s: preprocess.prepare(df[df.split == s], pipeline, size, workers=cfg.get("workers", 1),
-                                  progress=progress, **params) for s in splits if (df.split == s).any()}
+                                  progress=progress, device=cfg.get("device", "auto"), **params)
+            for s in splits if (df.split == s).any()}
 
 
 def fit_final(cfg, df, progress: bool = False) -> BySex:

@@ -258,8 +258,7 @@ def fit(cfg, images: dict, df, loss: str = "dynamic", backbone: str | None = Non
         raise ValueError(f"need at least 2 training images, the table has {len(ages)}; check `split`/`limit`")
     model = build(cfg, in_chans=images["train"].shape[1], backbone=backbone, backbone_kwargs=backbone_kwargs,
                   age_mean=float(ages.mean()), age_sd=float(ages.std(ddof=1)) or 1.0)
-    dls = train.dataloaders(images, df, bs=cfg["bs"], augment=make_augment(**cfg["augment"]), seed=seed,
-                            device=None if cfg.get("device", "auto") == "auto" else cfg["device"])
+    dls = train.dataloaders(images, df, bs=cfg["bs"], augment=make_augment(**cfg["augment"]), seed=seed, cfg=cfg)
     loss_func, cbs = loss_and_callbacks(cfg, loss)
     learn = train.learner(dls, model, loss_func=loss_func, cbs=cbs, cfg=cfg, wd=cfg.get("wd", 0.0),
                           opt_func=train.keras_adam(cfg["beta2"]), seed=seed)
@@ -285,7 +284,8 @@ def fit_final(cfg, df, progress: bool = False) -> RegressionCNN:
     pipeline, size, params = final_pipeline(cfg, df)  # trains the hand detector once
     fit_df = df[df.split.isin(["train", "validation"])]
     images = {s: preprocess.prepare(fit_df[fit_df.split == s], pipeline, size, workers=cfg.get("workers", 1),
-                                    progress=progress, **params) for s in ("train", "validation")}
+                                    progress=progress, device=cfg.get("device", "auto"), **params)
+              for s in ("train", "validation")}
     if images["train"].shape[1] != cfg["in_chans"]:
         raise ValueError(f"pipeline {pipeline!r} gives {images['train'].shape[1]} channels, cfg.in_chans is "
                          f"{cfg['in_chans']}: override both (e.g. OVERRIDES='pipeline=plain,in_chans=1')")

@@ -276,9 +276,7 @@ def train(model: nn.Module, dls, loss_func, cfg, cbs=(), epochs: int | None = No
     from fastai.optimizer import Adam
     from bac.train import learner
     learn = learner(dls, model, loss_func=loss_func, opt_func=partial(Adam, decouple_wd=True), cbs=list(cbs),
-                    cfg=cfg, wd=cfg["wd"])
-    if cfg.get("fp16") and torch.cuda.is_available():
-        learn = learn.to_fp16()
+                    cfg=cfg, wd=cfg["wd"])   # (mixed precision on a GPU: cfg.amp)
     with learn.no_bar(), learn.no_logging():
         learn.fit_one_cycle(epochs or cfg["epochs"], cfg["lr"])
     return learn
@@ -318,8 +316,9 @@ def fit_final(cfg, df, progress: bool = False) -> KDALDLNet:
     pipeline, size, params = final_pipeline(cfg, df)    # trains the UNet++ once
     fit_df = df[df.split.isin(["train", "validation"])]
     images = {s: preprocess.prepare(fit_df[fit_df.split == s], pipeline, size, workers=cfg.get("workers", 1),
-                                    progress=progress, **params) for s in ("train", "validation")}
-    dls = dataloaders(images, fit_df, bs=cfg["bs"], augment=make_augment(**cfg["augment"]), seed=cfg["seed"])
+                                    progress=progress, device=cfg.get("device", "auto"), **params)
+              for s in ("train", "validation")}
+    dls = dataloaders(images, fit_df, bs=cfg["bs"], augment=make_augment(**cfg["augment"]), seed=cfg["seed"], cfg=cfg)
     teacher = fit_teacher(cfg, dls)
     return fit_student(cfg, dls, teacher).eval()
 
@@ -335,7 +334,8 @@ class Experiments:
         from bac.train import dataloaders, make_augment
         self.cfg, self.images, self.verbose = cfg, images, verbose
         self.test = df[df.split == "test"]
-        self.dls = dataloaders(images, df, bs=cfg["bs"], augment=make_augment(**cfg["augment"]), seed=cfg["seed"])
+        self.dls = dataloaders(images, df, bs=cfg["bs"], augment=make_augment(**cfg["augment"]), seed=cfg["seed"],
+                               cfg=cfg)
         self.runs: dict = {}   # key -> `bac.report.record` (spec = the run's name)
 
     def _fit(self, key: tuple, name: str, fit):
@@ -448,12 +448,12 @@ def cam_target(model: nn.Module, stage: int | None = None):
 # only the teacher. `cam_ages`: the four stages of Fig. 7 (months). Paper: Swin-S teacher and student at 512,
 # sigma 14, lambda 0.5, tau 2, ImageNet weights. Table 1 (optimiser, lr, epochs, batch, augmentation) was lost in
 # the text extraction; ours: AdamW, one-cycle lr 1e-4, wd 0.05, 50 epochs, batch 16, mild affine/intensity
-# augmentation, SE reduction 16.
+# augmentation, SE reduction 16; mixed precision on a GPU is the common `amp` setting (bf16), as for every paper.
 _SWIN_MINI = dict(name="swin_tiny_patch4_window7_224",   # a 4-block Swin, ~0.8 M parameters
                   kwargs=dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), window_size=4))
-_NO_WEIGHTS = "no ImageNet weights offline; no mixed precision on a CPU"
+_NO_WEIGHTS = "no ImageNet weights offline"
 SETTINGS = Settings(
-    full=dict(pipeline="zheng2024", size=512, pretrained=True, fp16=True, clahe=False,
+    full=dict(pipeline="zheng2024", size=512, pretrained=True, clahe=False,
               backbones={"Swin-T": dict(name="swin_tiny_patch4_window7_224", kwargs={}),
                          "Swin-S": dict(name="swin_small_patch4_window7_224", kwargs={}),
                          "Swin-B": dict(name="swin_base_patch4_window7_224", kwargs={}),
@@ -465,13 +465,13 @@ SETTINGS = Settings(
               teacher_grid=["Swin-T", "Swin-S", "Swin-B"], student_grid=["Swin-T", "Swin-S", "ResNet-50"],
               sigmas=[10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0], lambdas=[0.0, 0.25, 0.5, 0.75, 1.0],
               taus=[1.0, 2.0, 3.0, 4.0], sex_ablation="kdaldl", cam_ages=[18, 84, 144, 192], n_dist=4),
-    smoke=because(_NO_WEIGHTS, pretrained=False, fp16=False)
+    smoke=because(_NO_WEIGHTS, pretrained=False)
     | because("CI: a Swin-mini (embed 16, one block per stage, window 4) for every Swin and MobileNetV3-Small for "
               "the CNNs, at 64 px, one epoch at a higher lr", size=64, epochs=1, lr=3e-3, wd=0.01, n_dist=3,
               backbones={"Swin-mini": _SWIN_MINI, "MobileNetV3-S": dict(name="mobilenetv3_small_100", kwargs={})},
               teacher="Swin-mini", student="Swin-mini", cnn_baseline="MobileNetV3-S", teacher_grid=["Swin-mini"],
               student_grid=["Swin-mini", "MobileNetV3-S"], sigmas=[10.0, 14.0], lambdas=[0.5, 1.0], taus=[1.0, 2.0]),
-    demo=because(_NO_WEIGHTS, pretrained=False, fp16=False)
+    demo=because(_NO_WEIGHTS, pretrained=False)
     | because("the Swin-mini does not learn from scratch in a CPU budget (10 epochs: 32.0 months vs the mean "
               "predictor's 33.2; a ResNet-10t in the same KDALDL head 13.4, measured): teacher, student and CNN "
               "baseline are a narrow ResNet-10t, the Swin-mini is Table 4's second row",
@@ -484,7 +484,7 @@ SETTINGS = Settings(
               augment={})
     | because("the 30-minute budget: Table 3, tau 1 and 2, the sex ablation of the teacher", student_grid=[],
               sigmas=[], lambdas=[], taus=[1.0, 2.0], sex_ablation="teacher"),
-    dry_run=because(_NO_WEIGHTS, pretrained=False, fp16=False)
+    dry_run=because(_NO_WEIGHTS, pretrained=False)
     | because("a CPU check at 512 px: Table 3's three models, a CNN student and the CNN baseline",
               teacher_grid=["Swin-S"], student_grid=["Swin-S", "ResNet-50"], sigmas=[14.0], lambdas=[0.5], taus=[2.0],
               sex_ablation="none"),

@@ -36,15 +36,22 @@ _NOTES: dict = {}
 
 
 PARAMS: dict[str, Callable] = {}
+BATCH_LOCATORS: dict[str, Callable] = {}
 
 
-def register(name: str, locate: Callable | None = None, params: Callable | None = None):
+def register(name: str, locate: Callable | None = None, params: Callable | None = None,
+             batch_locate: Callable | None = None):
     """Register a pipeline `fn(image, size, **params)`, its localiser `locate(image, size, **params)` and
-    `params(s, cfg, df)` -> the keyword arguments it needs under the preprocessing settings `s`."""
+    `params(s, cfg, df)` -> the keyword arguments it needs under the preprocessing settings `s`.
+
+    `batch_locate(images, size, device=..., **params)` localises a list of images at once on a device and
+    stores in the cache what `locate` would store for each (`prepare` runs it first on a GPU)."""
     def deco(fn):
         PIPELINES[name] = fn
         if locate is not None:
             LOCATORS[name] = locate
+        if batch_locate is not None:
+            BATCH_LOCATORS[name] = batch_locate
         PARAMS[name] = params or (lambda s, cfg, df: {})
         return fn
     return deco
@@ -123,6 +130,17 @@ def uncached_localisation():
         _UNCACHED.pop()
 
 
+def localisation_path(method: str, params: dict, image: np.ndarray) -> Path:
+    """Where `cached_localisation(method, params, image, ...)` stores its result."""
+    from bac.data import cache_root
+    return cache_root() / "localised" / pipeline_key(method, 0, params) / f"{image_hash(image)}.npz"
+
+
+def localised(method: str, params: dict, image: np.ndarray) -> bool:
+    """Whether `cached_localisation(method, params, image, ...)` would read its result from the cache."""
+    return not _UNCACHED and localisation_path(method, params, image).exists()
+
+
 def cached_localisation(method: str, params: dict, image: np.ndarray, fn: Callable, check: dict | None = None) -> dict:
     """Localise once per image content and `params`, stored under `<cache>/localised/`.
 
@@ -130,9 +148,8 @@ def cached_localisation(method: str, params: dict, image: np.ndarray, fn: Callab
     0..255, any resolution) covering the whole image. Returns dict(box, used, reason, mask, score): `used`
     is the box to crop, the whole image when `reason` says the localisation failed (`boxes.check_box`).
     """
-    from bac.data import cache_root
     from bac.preprocess.boxes import check_box
-    path = cache_root() / "localised" / pipeline_key(method, 0, params) / f"{image_hash(image)}.npz"
+    path = localisation_path(method, params, image)
     def stored(box, mask, score):   # the form the cache keeps: computed and cached results are the same objects
         return ([int(v) for v in box] if box is not None and len(box) else None,
                 None if mask is None or not np.size(mask) else np.asarray(mask, np.uint8), float(score))
@@ -221,12 +238,21 @@ def _one_thread() -> None:
 
 
 def prepare(df, pipeline: str = "plain", size: int = 256, workers: int = 1, progress: bool = True,
-            cache: bool = True, **params) -> np.ndarray:
+            cache: bool = True, device: str = "cpu", **params) -> np.ndarray:
     """Prepared images for every row of `df` (column `path`), from the cache when present; `notes` gives each
-    row's notes (box, fallback reason) afterwards."""
+    row's notes (box, fallback reason) afterwards.
+
+    `device` ('cpu', 'cuda', 'auto'; not part of the cache key): on a GPU a pipeline registered with a
+    `batch_locate` first localises the images not prepared yet there, in batches in this process
+    (`localise_batched`); the per-image pipeline (in CPU worker processes) then reads the results back."""
     from tqdm.auto import tqdm
+    from bac.env import device_name
     cache_dir = _cache_dir(pipeline, size, params)
     paths = list(df["path"])
+    if pipeline in BATCH_LOCATORS and device_name(device) != "cpu":
+        todo = [p for p in paths if not (cache_dir / f"{file_hash(p)}.npy").exists()]
+        localise_batched(todo, partial(BATCH_LOCATORS[pipeline], size=size, **params), device, workers=workers,
+                         progress=progress, desc=f"localise {pipeline}")
     fn = partial(_prepare_one, cache_dir=cache_dir, pipeline=pipeline, size=size, params=params)
     bar = dict(total=len(paths), desc=f"prepare {pipeline}@{size}", disable=not progress, leave=False)
     if workers > 1 and len(paths) > 8:
@@ -244,6 +270,39 @@ def prepare(df, pipeline: str = "plain", size: int = 256, workers: int = 1, prog
             _FELL_BACK.add((cache_dir.name, str(p)))
             FALLBACKS[pipeline] += 1
     return np.stack([r for r, _, _ in results]) if results else np.zeros((0, 1, size, size), np.uint8)
+
+
+def localise_batched(paths, batch_locate: Callable, device: str, chunk: int = 128, workers: int = 1,
+                     progress: bool = True, desc: str = "localise") -> None:
+    """Run `batch_locate(images, device=...)` over the images of `paths`, `chunk` at a time (read by `workers`
+    threads), in this process on `device` (resolved by `bac.env.device_name`; nothing to do on the CPU,
+    where the per-image localisers run). CUDA cannot be used in forked worker processes: this is how the
+    GPU computes what they would, and they find it in the cache. The images go in order of aspect ratio, so
+    that a chunk holds images of few shapes (Li's networks are batched per shape)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from tqdm.auto import tqdm
+    from bac.data.rsna import read_image
+    from bac.env import device_name
+    device = device_name(device)
+    if device == "cpu" or not len(paths) or _UNCACHED:   # uncached: nothing stored for the per-image path to read
+        return
+    paths = sorted(paths, key=_aspect)
+    with ThreadPoolExecutor(max(1, workers)) as pool, \
+            tqdm(total=len(paths), desc=f"{desc} on {device}", disable=not progress, leave=False) as bar:
+        for i in range(0, len(paths), chunk):
+            images = list(pool.map(read_image, paths[i:i + chunk]))
+            batch_locate(images, device=device)
+            bar.update(len(images))
+
+
+def _aspect(path) -> float:
+    """Height / width of an image file from its header (0 when Pillow cannot tell, e.g. DICOM)."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            return im.height / im.width
+    except Exception:   # noqa: BLE001  (only an ordering hint)
+        return 0.0
 
 
 def _cache_dir(pipeline: str, size: int, params: dict) -> Path:

@@ -31,9 +31,9 @@ def build_detector(arch: str = "mobilenet_v3_320", size: int = 320):
         box_batch_size_per_image=32, box_detections_per_img=5)
 
 
-def _tensor(image: np.ndarray):
+def _tensor(image: np.ndarray, device: str = "cpu"):
     import torch
-    return torch.from_numpy(image.astype(np.float32) / 255.0)[None].expand(3, -1, -1)
+    return torch.from_numpy(image.astype(np.float32) / 255.0)[None].to(device).expand(3, -1, -1)
 
 
 def reference_histogram(cfg, df, n: int | None = None) -> list[int]:
@@ -46,8 +46,10 @@ def reference_histogram(cfg, df, n: int | None = None) -> list[int]:
 
 
 def fit_detector(cfg, df, progress: bool = True) -> str:
-    """Train the hand detector on the training rows of `df` unless the cache has it; returns its key."""
+    """Train the hand detector on the training rows of `df` unless the cache has it; returns its key. It trains
+    on `cfg.device` (mixed precision `cfg.amp` on CUDA)."""
     import torch
+    from bac.env import device_name
     from bac.preprocess import settings
     from bac.preprocess import targets as T
     from bac.preprocess.intensity import match_histogram
@@ -65,6 +67,7 @@ def fit_detector(cfg, df, progress: bool = True) -> str:
     boxes = [torch.tensor([b], dtype=torch.float32) for b in data["boxes"]]
     torch.manual_seed(spec["seed"])
     model = build_detector(s.det_arch, s.det_size)
+    device = device_name(cfg.get("device"))
 
     def loss_of_batch(idx, rng):
         xs, ts = [], []
@@ -73,37 +76,58 @@ def fit_detector(cfg, df, progress: bool = True) -> str:
             if rng.random() < 0.5:  # horizontal flip (a right hand, or a mirrored film)
                 w = x.shape[-1]
                 x, b = x.flip(-1), b[:, [2, 1, 0, 3]] * torch.tensor([-1, 1, -1, 1]) + torch.tensor([w, 0, w, 0])
-            xs.append(x)
-            ts.append(dict(boxes=b, labels=torch.ones(1, dtype=torch.int64)))
+            xs.append(x.to(device))
+            ts.append(dict(boxes=b.to(device), labels=torch.ones(1, dtype=torch.int64, device=device)))
         return sum(model(xs, ts).values())
 
     losses = T.train_steps(model, loss_of_batch, len(images), steps, s.det_bs, s.det_lr, spec["seed"],
-                           desc="fit Faster R-CNN", progress=progress)
+                           desc="fit Faster R-CNN", progress=progress, device=device, amp=cfg.get("amp", ""))
     T.save(model, key, dict(spec, kind="detector", targets=data["source"], n_images=len(images),
                             skipped=data["skipped"], final_loss=float(np.mean(losses[-10:])) if losses else None))
     return key
 
 
-@lru_cache(maxsize=2)
-def load_detector(key: str):
+@lru_cache(maxsize=4)
+def load_detector(key: str, device: str = "cpu"):
+    """(the detector `key` in eval mode on `device`, its meta), kept per process for each (key, device)."""
     from bac.preprocess import targets as T
     meta = T.meta_of(key)
-    return T.load(build_detector(meta["arch"], meta["size"]), key), meta
+    return T.load(build_detector(meta["arch"], meta["size"]), key).to(device), meta
 
 
-def detect(image: np.ndarray, key: str) -> tuple[list[int] | None, float]:
-    """(best hand box in `image`'s pixels or None, its score) from the detector `key`."""
+def detect(image: np.ndarray, key: str, device: str = "cpu") -> tuple[list[int] | None, float]:
+    """(best hand box in `image`'s pixels or None, its score) from the detector `key`, run on `device`."""
     import torch
     from bac.preprocess import resize_long
-    from bac.preprocess.boxes import scale_box
-    model, meta = load_detector(key)
+    model, meta = load_detector(key, device)
     small = resize_long(image, meta["size"])
     with torch.no_grad():
-        out = model([_tensor(small)])[0]
+        out = model([_tensor(small, device)])[0]
+    return _best(out, small.shape, image.shape)
+
+
+def detect_batch(images: list, key: str, device: str = "cpu", batch: int = 16) -> list:
+    """`detect` of each image, `batch` at a time (torchvision pads a batch to its largest image, so a box can
+    differ slightly from the one `detect` finds alone)."""
+    import torch
+    from bac.preprocess import resize_long
+    model, meta = load_detector(key, device)
+    found = []
+    for i in range(0, len(images), batch):
+        small = [resize_long(im, meta["size"]) for im in images[i:i + batch]]
+        with torch.no_grad():
+            outs = model([_tensor(im, device) for im in small])
+        found += [_best(out, sm.shape, im.shape) for out, sm, im in zip(outs, small, images[i:i + batch])]
+    return found
+
+
+def _best(out: dict, small_shape, shape) -> tuple[list[int] | None, float]:
+    """The best box of a detector output on an image of `small_shape`, in pixels of `shape`, and its score."""
+    from bac.preprocess.boxes import scale_box
     if len(out["boxes"]) == 0:
         return None, 0.0
     x0, y0, x1, y1 = out["boxes"][0].tolist()  # sorted by score
-    box = scale_box([x0, y0, x1, y1], small.shape, image.shape)
+    box = scale_box([x0, y0, x1, y1], small_shape, shape)
     return box, float(out["scores"][0])
 
 
@@ -135,11 +159,32 @@ def locate_ren(image: np.ndarray, size: int = 256, detector: str = "", reference
     def run(img):
         box, score = detect(img, detector)
         return (box if score >= min_score else None), None, score
-    loc = cached_localisation("detector", dict(key=detector, min_score=min_score), work, run)
+    loc = cached_localisation("detector", _ren_args(detector, min_score), work, run)
     for k in ("box", "used"):
         loc[k] = scale_box(loc[k], work.shape, image.shape) if loc[k] else loc[k]
     loc["work"], loc["small"] = work, small
     return loc
+
+
+def _ren_args(detector: str, min_score: float) -> dict:
+    """The parameters of Ren's localisations in the cache."""
+    return dict(key=detector, min_score=min_score)
+
+
+def locate_ren_batch(images: list, size: int = 256, detector: str = "", reference=None, min_score: float = 0.3,
+                     device: str = "cpu", batch: int = 16, **_) -> None:
+    """`locate_ren` of the images not localised yet, the detector run on `device` `batch` images at a time
+    (`detect_batch`); stores what `locate_ren` would, which then reads it back."""
+    from bac.preprocess import cached_localisation, localised
+    if not detector or reference is None:
+        raise ValueError("pipeline 'ren2019' needs detector=<key> and reference=<quantiles>: use "
+                         "bac.preprocess.pipeline_params(cfg, df, 'ren2019')")
+    args = _ren_args(detector, min_score)
+    works = [work_image(im, size, reference) for im in images]
+    todo = [w for w in works if not localised("detector", args, w)]
+    for work, (box, score) in zip(todo, detect_batch(todo, detector, device, batch)):
+        cached_localisation("detector", args, work,
+                            lambda img, box=box, score=score: ((box if score >= min_score else None), None, score))
 
 
 def _register():
@@ -151,7 +196,7 @@ def _register():
         return dict(detector=fit_detector(cfg, df), reference=reference_histogram(cfg, df), ridge=s.ridge,
                     sigmas=list(s.ridge_sigmas), margin=s.margin, matched_crop=s.ren_matched_crop)
 
-    @register("ren2019", locate=locate_ren, params=params)
+    @register("ren2019", locate=locate_ren, params=params, batch_locate=locate_ren_batch)
     def ren2019(image: np.ndarray, size: int, detector: str = "", reference=None, ridge: str = "frangi",
                 sigmas=(1.0, 2.0, 4.0), margin: float = 0.02, min_score: float = 0.3, matched_crop: bool = True
                 ) -> np.ndarray:

@@ -61,11 +61,12 @@ def training_targets(cfg, df, long_side: int, n: int, workers: int = 1, progress
     """Images (long side `long_side`), masks and hand boxes of the first `n` training rows of `df` (by id).
 
     Returns dict(images, masks, boxes, source, skipped): `source` says 'ground truth' (synthetic) or
-    'pseudo-masks (Li 2021 unsupervised)' (real data); `skipped` counts rows without a pseudo-mask.
+    'pseudo-masks (Li 2021 unsupervised)' (real data); `skipped` counts rows without a pseudo-mask. On a GPU
+    (`cfg.device`) the pseudo-masks are computed there first, in batches (`unsupervised.locate_li_batch`).
     """
     from tqdm.auto import tqdm
     from bac.data import is_synthetic
-    from bac.preprocess import settings
+    from bac.preprocess import localise_batched, settings
     train = df[df.split == "train"].sort_values("id").head(n)
     if train.empty:
         raise ValueError("no training rows to fit a hand localiser on: the table has no split == 'train' rows")
@@ -73,6 +74,10 @@ def training_targets(cfg, df, long_side: int, n: int, workers: int = 1, progress
     synthetic = is_synthetic(root)
     s = settings(cfg)
     li = dict(seg_size=s.li_size, p=s.li_channels, q=s.li_channels, iterations=s.li_iters)
+    if not synthetic:
+        from bac.preprocess.unsupervised import locate_li_batch
+        localise_batched(list(train.path), partial(locate_li_batch, **li), cfg.get("device") or "auto",
+                         workers=workers, progress=progress, desc="pseudo-masks")
     fn = partial(_target, root=root, synthetic=synthetic, long_side=long_side, li=li)
     rows = [dict(id=int(r.id), path=r.path) for r in train.itertuples()]
     bar = dict(total=len(rows), desc="localiser targets", disable=not progress, leave=False)
@@ -90,10 +95,26 @@ def training_targets(cfg, df, long_side: int, n: int, workers: int = 1, progress
 
 
 def train_steps(model, loss_of_batch, n_items: int, steps: int, bs: int, lr: float, seed: int = 0,
-                desc: str = "fit", progress: bool = True) -> list[float]:
-    """Adam on `loss_of_batch(indices, rng) -> loss` over `steps` random batches of `bs` items; losses."""
+                desc: str = "fit", progress: bool = True, device: str = "cpu", amp: str = "") -> list[float]:
+    """Adam on `loss_of_batch(indices, rng) -> loss` over `steps` random batches of `bs` items; losses.
+
+    The model is moved to `device` (`loss_of_batch` puts its batch there). On CUDA the loss is computed
+    under autocast when `amp` is "bf16" or "fp16" (with a loss scaler; "bf16" falls back to it on a GPU
+    without bfloat16); on any other device `amp` is ignored and the steps are those of fp32.
+    """
+    import contextlib
     import torch
     from tqdm.auto import tqdm
+    amp = amp or ""
+    if amp not in ("", "bf16", "fp16"):
+        raise ValueError(f"amp must be 'bf16', 'fp16' or '' (fp32), got {amp!r}")
+    cuda = torch.device(device).type == "cuda"
+    if cuda and amp == "bf16" and not torch.cuda.is_bf16_supported():
+        amp = "fp16"
+    dtype = dict(bf16=torch.bfloat16, fp16=torch.float16).get(amp) if cuda else None
+    autocast = (lambda: torch.autocast("cuda", dtype=dtype)) if dtype else contextlib.nullcontext
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    model.to(device)
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.2)
@@ -101,10 +122,16 @@ def train_steps(model, loss_of_batch, n_items: int, steps: int, bs: int, lr: flo
     losses = []
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
     for _ in bar:
-        loss = loss_of_batch(rng.choice(n_items, size=min(bs, n_items), replace=False), rng)
+        with autocast():
+            loss = loss_of_batch(rng.choice(n_items, size=min(bs, n_items), replace=False), rng)
         opt.zero_grad()
-        loss.backward()
-        opt.step()
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         sched.step()
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
