@@ -122,30 +122,24 @@ def test_prepare_localises_first_on_the_device_and_stores_what_the_cpu_would(tmp
 
 
 # ------------------------------------------------------------------------------------------ trained localisers
-def test_faster_rcnn_trains_and_infers_on_the_given_device(data, monkeypatch, sent):
+@pytest.mark.parametrize("kind", ["faster_rcnn", "unetpp"])
+def test_a_trained_localiser_trains_and_infers_on_the_given_device(kind, data, monkeypatch, sent):
     import bac.env
     cfg, df = data
+    fit, infer, batch, model, images = {
+        "faster_rcnn": (D.fit_detector, D.detect, D.detect_batch, "FasterRCNN", "Tensor3d"),
+        "unetpp": (U.fit_unetpp, U.predict_mask, U.predict_masks, "UnetPlusPlus", "Tensor4d")}[kind]
     monkeypatch.setattr(bac.env, "device_name", lambda requested="auto": DEVICE)
-    key = D.fit_detector(cfg, df, progress=False)
-    assert ("FasterRCNN", DEVICE) in sent and ("Tensor3d", DEVICE) in sent   # the model and the images
+    key = fit(cfg, df, progress=False)
+    assert (model, DEVICE) in sent and (images, DEVICE) in sent   # the model and the images
     sent.clear()
     image = _images(1)[0]
-    box, score = D.detect(image, key, DEVICE)
-    assert ("FasterRCNN", DEVICE) in sent and ("Tensor3d", DEVICE) in sent
-    assert D.detect_batch([image], key, DEVICE) == [(box, score)]
-
-
-def test_unetpp_trains_and_infers_on_the_given_device(data, monkeypatch, sent):
-    import bac.env
-    cfg, df = data
-    monkeypatch.setattr(bac.env, "device_name", lambda requested="auto": DEVICE)
-    key = U.fit_unetpp(cfg, df, progress=False)
-    assert ("UnetPlusPlus", DEVICE) in sent and ("Tensor4d", DEVICE) in sent   # the model and the images
-    sent.clear()
-    image = _images(1)[0]
-    prob = U.predict_mask(image, key, DEVICE)
-    assert ("UnetPlusPlus", DEVICE) in sent and ("Tensor4d", DEVICE) in sent
-    assert np.array_equal(U.predict_masks([image], key, DEVICE)[0], prob)
+    out = infer(image, key, DEVICE)
+    assert (model, DEVICE) in sent and (images, DEVICE) in sent
+    if kind == "faster_rcnn":
+        assert batch([image], key, DEVICE) == [out]
+    else:
+        assert np.array_equal(batch([image], key, DEVICE)[0], out)
 
 
 def test_trained_localisers_are_localised_first_on_the_device(tmp_path, monkeypatch, sent):
