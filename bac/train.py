@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import math
 import tempfile
+import weakref
 from pathlib import Path
 
 import numpy as np
 import torch
 import fastai.callback.all  # noqa: F401  (progress bars, schedulers: fit_one_cycle, ParamScheduler)
 from fastai.callback.core import Callback, CancelFitException
-from fastai.data.core import ItemTransform, Pipeline
+from fastai.data.core import ItemTransform, Pipeline, TfmdDL
+from fastai.torch_core import to_device
 from torch import nn
 
 MEAN, STD = 0.5, 0.25   # intensity normalisation of uint8 grey images: (x/255 - MEAN) / STD
@@ -201,14 +203,84 @@ class DeviceFeed(ItemTransform):
             self.augment.reseed(seed)
 
 
+class PersistentLoader(TfmdDL):
+    """fastai's loader with worker processes that live as long as the loader (torch's `persistent_workers`).
+
+    fastai 2.8 builds a new torch iterator every epoch, and its workers take the epoch's shuffled order from the
+    copy of the loader they were forked with, so it forks them again every epoch (with the prepared images in
+    memory, a fork per worker and epoch). Here the order is drawn in this process, as fastai draws it
+    (`get_idxs`), and sent to workers forked once, as lists of indices (a torch batch sampler); each batch is
+    made as fastai makes it (`do_item`, `do_batch`). Each worker is seeded once (the loader's generator, as
+    fastai seeds it: its first epoch is fastai's) and its random stream runs on across epochs. Without workers
+    it is fastai's loader."""
+
+    def __iter__(self):
+        if self.fake_l.num_workers == 0:
+            yield from super().__iter__()
+            return
+        self.randomize()
+        self.before_iter()
+        self._order = list(self.get_idxs())
+        if getattr(self, "_torch", None) is None:   # (weak references: the workers stop when the loader goes)
+            me = weakref.proxy(self)
+            self._torch = torch.utils.data.DataLoader(
+                _Items(me), batch_sampler=_Batches(me), collate_fn=lambda b: me.do_batch(b),
+                num_workers=self.fake_l.num_workers, persistent_workers=True, pin_memory=self.fake_l.pin_memory,
+                generator=self.fake_l.generator, worker_init_fn=_worker_init)
+            # stop the workers in order when the loader goes: fastai's loaders sit in reference cycles, and torch's
+            # iterator left to the cycle collector closes its pipes twice (a reused descriptor of a live loader)
+            weakref.finalize(self, _stop_workers, self._torch)
+        for b in self._torch:
+            if self.device is not None:
+                b = to_device(tuple(b) if isinstance(b, list) else b, self.device)
+            yield self.after_batch(b)
+        self.after_iter()
+
+
+def _stop_workers(loader) -> None:
+    """Shut down the worker processes of a torch DataLoader's persistent iterator, if it has one."""
+    it = getattr(loader, "_iterator", None)
+    if it is not None and hasattr(it, "_shutdown_workers"):
+        it._shutdown_workers()
+
+
+class _Items(torch.utils.data.Dataset):
+    def __init__(self, dl):
+        self.dl = dl
+
+    def __getitem__(self, i):
+        return self.dl.do_item(i)
+
+
+class _Batches:
+    """The batches of a `PersistentLoader`'s current epoch, as lists of indices (read in the main process)."""
+
+    def __init__(self, dl):
+        self.dl = dl
+
+    def __iter__(self):
+        order, bs = self.dl._order, self.dl.bs
+        stop = len(order) - len(order) % bs if self.dl.drop_last else len(order)
+        return (order[i:i + bs] for i in range(0, stop, bs))
+
+    def __len__(self):
+        n, bs = len(self.dl._order), self.dl.bs
+        return n // bs if self.dl.drop_last else math.ceil(n / bs)
+
+
+def _worker_init(worker_id: int) -> None:
+    """As fastai seeds a worker: one thread, and every generator from torch's seed for the worker."""
+    from fastai.torch_core import set_seed
+    torch.set_num_threads(1)
+    set_seed(torch.initial_seed())
+
+
 def feeding(cfg=None, device=None, num_workers: int = 0) -> dict:
     """How `dataloaders` feeds a training: device, worker processes, pinned memory, augmentation on the device.
 
     With a config: the device `cfg.device`, min(`cfg.loader_workers`, CPU count) workers, pinned memory when
     workers feed a GPU, `cfg.batch_augment`. Without: `device` (default: CUDA if torch sees one), `num_workers`,
-    per-image augmentation in the dataset. Workers are not persistent: fastai 2.8's DataLoader builds a new torch
-    iterator each epoch, and its workers take the epoch's shuffled order from the copy of the loader they were
-    forked with, so they are forked again every epoch (measured: 0.16 s for 2 workers of a 2 GB process)."""
+    per-image augmentation in the dataset. The workers are forked once per loader (`PersistentLoader`)."""
     import os
     if cfg is not None:
         from bac.env import device_name
@@ -240,7 +312,7 @@ def dataloaders(images: dict, table, bs: int = 32, augment=None, seed: int = 0, 
                                    augment if split == "train" and not on_device else None, raw=on_device)
     torch.manual_seed(seed)
     dls = DataLoaders.from_dsets(sets["train"], sets["validation"], bs=bs, num_workers=feed["num_workers"],
-                                 device=feed["device"], drop_last=len(sets["train"]) > bs,
+                                 device=feed["device"], drop_last=len(sets["train"]) > bs, dl_type=PersistentLoader,
                                  **(dict(pin_memory=True) if feed["pin_memory"] else {}))
     if on_device:
         dls.train.after_batch = Pipeline([DeviceFeed(BatchAugment.of(augment, seed))])
@@ -259,6 +331,9 @@ def reseed(dls, seed: int) -> None:
     import random
     for dl in dls.loaders:
         dl.rng = random.Random(seed)
+        if getattr(dl, "_torch", None) is not None:   # a `PersistentLoader`'s workers start again, seeded anew
+            _stop_workers(dl._torch)
+        dl._torch = None
         if dl.fake_l.num_workers > 0:   # (without workers the global torch generator is drawn, as it always was)
             dl.fake_l.generator = torch.Generator().manual_seed(seed)
         for tfm in getattr(getattr(dl, "after_batch", None), "fs", []):

@@ -149,6 +149,26 @@ def test_workers_are_seeded(batch_augment):
     assert torch.equal(valid, train.normalize(torch.from_numpy(images["validation"][:len(valid)])))
 
 
+def test_workers_persist_and_the_first_epoch_is_fastais():
+    from fastai.data.core import DataLoaders
+    images, df = _images(), _table()
+    cfg = _cfg(loader_workers=2)
+    dls = train.dataloaders(images, df, bs=4, augment=train.make_augment(**ALL), seed=0, cfg=cfg)
+    assert isinstance(dls.train, train.PersistentLoader)
+    first = _epoch(dls)
+    pids = [w.pid for w in dls.train._torch._iterator._workers]
+    second = _epoch(dls)
+    assert [w.pid for w in dls.train._torch._iterator._workers] == pids   # the same processes, not forked again
+    assert not all(torch.equal(x[0], y[0]) for x, y in zip(first, second))   # a new order and new draws
+    # fastai's own loader (forking every epoch) over the same datasets, order and seeds yields the same first epoch
+    plain = DataLoaders.from_dsets(dls.train.dataset, dls.valid.dataset, bs=4, num_workers=2, device="cpu",
+                                   drop_last=True)
+    train.reseed(plain, 0)
+    torch.manual_seed(0)   # (what `dataloaders` does before it builds the loaders)
+    assert all(torch.equal(u, v) for x, y in zip(first, _epoch(plain)) for u, v in zip(x, y))
+    assert len(first) == len(plain.train) == 5
+
+
 def test_batch_augmentation_runs_after_the_workers():
     images, df = _images(), _table()
     dls = train.dataloaders(images, df, bs=4, augment=train.make_augment(flip=True), seed=0,

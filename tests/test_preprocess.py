@@ -179,6 +179,21 @@ def test_prepare_cache_hit_path(phantoms, cache_dir):
         P.notes(df, "li2021", 64, **dict(LI, margin=0.1))
 
 
+def test_large_stacks_are_memory_mapped_with_the_same_values(phantoms, cache_dir, monkeypatch):
+    df, _ = phantoms
+    in_memory = P.prepare(df, "plain", 64, progress=False)
+    assert type(in_memory) is np.ndarray
+    monkeypatch.setattr(P, "MMAP_BYTES", 0)
+    for workers in (1, 2):
+        mapped = P.prepare(pd.concat([df] * 3), "plain", 64, workers=workers, progress=False)   # 12 rows: a pool
+        assert isinstance(mapped, np.memmap) and mapped.shape == (12, 1, 64, 64)
+        assert np.array_equal(mapped, np.concatenate([in_memory] * 3))
+    # the file behind the map has no name: nothing is left in the cache, and writing to it changes no cached image
+    assert not any((cache_dir / "stacks").iterdir())
+    mapped[:] = 0
+    assert np.array_equal(P.prepare(df, "plain", 64, progress=False), in_memory)
+
+
 def test_failure_falls_back_to_the_whole_image_and_is_counted(tmp_path):
     blank = np.full((300, 200), 30, np.uint8)  # a near-empty film: nothing to segment
     Image.fromarray(blank).save(tmp_path / "blank.png")

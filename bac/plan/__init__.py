@@ -23,7 +23,6 @@ import fnmatch
 import json
 import os
 from functools import lru_cache
-from pathlib import Path
 
 import pandas as pd
 
@@ -46,8 +45,6 @@ def _model_cost(method: str, changes: str, size: int, chans: int) -> dict:
     """Forward GFLOPs, activation bytes kept for backward and parameters per image of one training's model."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-    from bac.config import resolve
-    from bac.models import method as method_of
     saved = [0]
 
     def pack(t):   # activations only: the weights autograd keeps are leaves that require a gradient
@@ -129,8 +126,11 @@ def plan(profile: str = "full", sizes: dict | None = None, gpu: str = "H200", on
     """One row per training: notebook, what, count, epochs, images, size, GFLOPs, memory, images/s, GPU hours."""
     if gpu not in GPUS:
         raise ValueError(f"GPU class {gpu!r} unknown; choose one of {', '.join(GPUS)}")
+    from bac.config import resolve
+    from bac.plan.grids import split_sizes
     peak, bandwidth, mem_gib, _ = GPUS[gpu]
     measured = throughput_table(gpu)
+    workers = resolve(profile, "baseline").get("loader_workers", 0)
     rows = []
     for t in trainings(profile, sizes or RSNA, dry_run=dry_run, data_dir=data_dir):
         if only and not any(fnmatch.fnmatch(t.notebook, g.strip()) for g in only.split(",")):
@@ -142,11 +142,13 @@ def plan(profile: str = "full", sizes: dict | None = None, gpu: str = "H200", on
         est = 1 / max(step_gflops / (MFU * peak * 1e3), traffic / (BW_SHARE * bandwidth * 1e12))
         ips = measured.get(label, est)
         gpu_mem = (16 * c["params"] + t.bs * c["act_bytes"] * 0.5) / 2**30   # Adam fp32 state; bf16 activations
+        held = t.bs if t.method == "localiser" else t.images + split_sizes(t.method, sizes or RSNA)["validation"]
+        host = (held + 2 * 2 * workers * t.bs) * t.chans * t.size**2 / 2**30 + 12 * c["params"] / 2**30
         seen = t.count * t.epochs * t.images * t.passes
-        rows.append(dict(notebook=t.notebook, method=t.method, what=t.what, count=t.count, epochs=t.epochs, images=t.images,
-                         passes=t.passes,
-                         size=t.size, chans=t.chans, bs=t.bs, gflops_fwd=round(c["gflops"], 1),
-                         params_m=round(c["params"] / 1e6, 1), gpu_mem_gib=round(gpu_mem, 1),
+        rows.append(dict(notebook=t.notebook, method=t.method, what=t.what, count=t.count, epochs=t.epochs,
+                         images=t.images, passes=t.passes, size=t.size, chans=t.chans, bs=t.bs,
+                         gflops_fwd=round(c["gflops"], 1), params_m=round(c["params"] / 1e6, 1),
+                         host_gib=round(host, 1), gpu_mem_gib=round(gpu_mem, 1),
                          fits=gpu_mem < 0.9 * mem_gib, images_per_s=round(ips),
                          source="measured" if label in measured else "estimated",
                          gpu_hours=seen / ips / 3600))
@@ -228,11 +230,14 @@ def print_plan(profile: str = "full", sizes: dict | None = None, gpu: str = "H20
         print(per.to_string(float_format=lambda v: f"{v:.3g}"))
         print(f"\n# feeding: images/s the GPU needs vs {cores} loader cores (benchmarks/results/loader.json)\n")
         print(feeding(table, cores).to_string(index=False, float_format=lambda v: f"{v:.0f}"))
+    from bac.preprocess import MMAP_BYTES
     reh = rehearsal()
     print(f"\nGPU images/s where 'estimated': the slower of {MFU} x {GPUS[gpu][0]:g} bf16 TFLOP/s / (3 x forward "
           f"FLOPs) and {BW_SHARE} x {GPUS[gpu][1]:g} TB/s / (3 x bf16 activation bytes) (assumed shares; "
           f"`make bench` on a {gpu} measures them); GPU memory: Adam fp32 state + bf16 activations kept for "
-          f"backward x batch (an upper bound).")
+          f"backward x batch (an upper bound); host memory: the training's prepared train and validation images "
+          f"(uint8; memory-mapped above {MMAP_BYTES / 2**30:g} GiB, then held in the page cache and shared with the "
+          f"loader workers), the batches the workers have in flight, and a copy of the weights.")
     print("cache and preprocessing: " + (f"measured by the rehearsal ({reh.get('source', '?')})" if reh else
                                          "no rehearsal yet: run `python benchmarks/rehearse_full.py`"))
     return per

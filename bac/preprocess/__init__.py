@@ -1,13 +1,14 @@
 """Preprocessing pipelines of the five papers, and the prepared-image cache every notebook reads from.
 
 `prepare(df, pipeline, size)` returns a uint8 array (N, C, size, size), one prepared image per table
-row. Each image is prepared once per (content hash of the file, pipeline, parameters) and stored under
-`<cache>/prepared/`; later calls (other notebooks, epochs, runs) read the small arrays back instead of
-decoding full-size radiographs. A pipeline is a function `fn(image uint8 HxW, size, **params) -> uint8
-(C, size, size)` registered with `@register("name", locate=..., params=...)`: one that localises the hand
-registers its `locate(image, size, **params)` too and records where it cropped (and whether it fell back to the
-whole image) with `note` (`notes(df, pipeline, size, **params)` reads them back, cache hits included); `params`
-says what it needs under the profile's preprocessing settings (`pipeline_params`).
+row (memory-mapped when it is large: `_stack`). Each image is prepared once per (content hash of the file,
+pipeline, parameters) and stored under `<cache>/prepared/`; later calls (other notebooks, epochs, runs) read
+the small arrays back instead of decoding full-size radiographs. A pipeline is a function
+`fn(image uint8 HxW, size, **params) -> uint8 (C, size, size)` registered with
+`@register("name", locate=..., params=...)`: one that localises the hand registers its
+`locate(image, size, **params)` too and records where it cropped (and whether it fell back to the whole image)
+with `note` (`notes(df, pipeline, size, **params)` reads them back, cache hits included); `params` says what it
+needs under the profile's preprocessing settings (`pipeline_params`).
 
 Pipelines: 'plain' (whole image), 'equalize' (+ CLAHE option), 'li2021' (unsupervised segmentation crop),
 'zheng2024' (UNet++ segmentation), 'ren2019' (Faster R-CNN crop + Hessian ridge map, 2 channels).
@@ -255,21 +256,52 @@ def prepare(df, pipeline: str = "plain", size: int = 256, workers: int = 1, prog
                          progress=progress, desc=f"localise {pipeline}")
     fn = partial(_prepare_one, cache_dir=cache_dir, pipeline=pipeline, size=size, params=params)
     bar = dict(total=len(paths), desc=f"prepare {pipeline}@{size}", disable=not progress, leave=False)
-    if workers > 1 and len(paths) > 8:
-        from concurrent.futures import ProcessPoolExecutor
-        with ProcessPoolExecutor(workers, initializer=_one_thread) as pool:
-            results = list(tqdm(pool.map(fn, paths, chunksize=8), **bar))
-    else:
-        results = [fn(p) for p in tqdm(paths, **bar)]
+    out, infos = None, []
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and len(paths) > 8:
+            from concurrent.futures import ProcessPoolExecutor
+            pool = stack.enter_context(ProcessPoolExecutor(workers, initializer=_one_thread))
+            results = pool.map(fn, paths, chunksize=8)
+        else:
+            results = map(fn, paths)
+        for i, (image, _, info) in enumerate(tqdm(results, **bar)):   # each row goes straight into the stack
+            out = _stack((len(paths), *image.shape)) if out is None else out
+            if image.shape != out.shape[1:]:
+                raise ValueError(f"pipeline {pipeline!r} gave {paths[i]} the shape {image.shape}, the rows before "
+                                 f"it {out.shape[1:]}")
+            out[i] = image
+            infos.append(info)
     if not cache:
         for p in paths:
             for suffix in (".npy", ".json"):
                 (cache_dir / f"{file_hash(p)}{suffix}").unlink(missing_ok=True)
-    for p, (_, _, info) in zip(paths, results):   # cache hits count too: the count must not depend on the cache
+    for p, info in zip(paths, infos):   # cache hits count too: the count must not depend on the cache
         if info.get("reason") and (cache_dir.name, str(p)) not in _FELL_BACK:
             _FELL_BACK.add((cache_dir.name, str(p)))
             FALLBACKS[pipeline] += 1
-    return np.stack([r for r, _, _ in results]) if results else np.zeros((0, 1, size, size), np.uint8)
+    return out if out is not None else np.zeros((0, 1, size, size), np.uint8)
+
+
+# Stacks of prepared images larger than this are memory-mapped (`_stack`); $BAC_MMAP_BYTES sets it (0: always).
+MMAP_BYTES = int(__import__("os").environ.get("BAC_MMAP_BYTES", 2 << 30))
+
+
+def _stack(shape) -> np.ndarray:
+    """An empty uint8 array of `shape` for `prepare` to fill: in memory up to `MMAP_BYTES`, above that a
+    memory map of a file under `<cache>/stacks/` that is unlinked as soon as it is created (Linux keeps the
+    space until the array and the loader workers forked with it are gone). The operating system pages it
+    in and out like any cached file, so a training holds its prepared images in the page cache, shared with
+    its loader workers, not in its own memory; the values are the same either way. Where the disk lacks the
+    space (with 1 GiB to spare), the stack stays in memory."""
+    import shutil
+    import tempfile
+    from bac.data import cache_root
+    folder = cache_root() / "stacks"
+    folder.mkdir(parents=True, exist_ok=True)
+    if int(np.prod(shape)) <= MMAP_BYTES or shutil.disk_usage(folder).free < int(np.prod(shape)) + (1 << 30):
+        return np.empty(shape, np.uint8)
+    with tempfile.TemporaryFile(dir=folder) as f:   # the map keeps its own handle on the (nameless) file
+        return np.memmap(f, np.uint8, "w+", shape=shape)
 
 
 def localise_batched(paths, batch_locate: Callable, device: str, chunk: int = 128, workers: int = 1,

@@ -1,0 +1,74 @@
+"""The loaders on real RSNA files: `../shared/rsna-sample` (real radiographs and the official label files as users
+download them), laid out in a temporary folder as the official release is, the images linked, never copied. Skipped
+when the sample is absent (a user's clone has none).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bac.data import rsna
+from bac.env import REPO
+
+SAMPLE = REPO.parent / "shared" / "rsna-sample"
+pytestmark = pytest.mark.skipif(not (SAMPLE / "labels_official").is_dir(),
+                                reason=f"the real RSNA sample is not at {SAMPLE}")
+
+
+@pytest.fixture(scope="module")
+def official(tmp_path_factory):
+    """The official layout: the training label file and the half-resolution training images (plus the training
+    originals), the validation label file with its two images, the test ground truth as exported from the xlsx
+    (UTF-8 BOM, old-Mac CR line endings) with the 22 test originals."""
+    root = tmp_path_factory.mktemp("rsna-official")
+    labels = SAMPLE / "labels_official"
+    originals = pd.read_csv(SAMPLE / "originals" / "labels.csv")
+    half = pd.read_csv(SAMPLE / "half-res" / "labels.csv")
+    folders = {"train": root / "boneage-training-dataset",
+               "validation": root / "Bone Age Validation Set" / "boneage-validation-dataset-1",
+               "test": root / "Bone Age Test Set" / "Test Set Images"}
+    for f in folders.values():
+        f.mkdir(parents=True)
+    for i in half.id:
+        os.symlink(SAMPLE / "half-res" / "images" / f"{i}.png", folders["train"] / f"{i}.png")
+    for r in originals.itertuples():
+        os.symlink(SAMPLE / "originals" / f"{r.id}.png", folders[r.split] / f"{r.id}.png")
+    os.symlink(labels / "boneage-training-dataset.csv", root / "boneage-training-dataset.csv")
+    os.symlink(labels / "boneage-validation-dataset_Validation.csv",
+               root / "Bone Age Validation Set" / "Validation Dataset.csv")
+    os.symlink(labels / "boneage-test-ground-truth_original.csv",
+               root / "Bone Age Test Set" / "Bone age ground truth.csv")
+    return root, originals, half
+
+
+def test_the_official_layout_from_real_files(official):
+    root, originals, half = official
+    assert (SAMPLE / "labels_official" / "boneage-test-ground-truth_original.csv").read_bytes()[:3] == b"\xef\xbb\xbf"
+    assert rsna.detect_layout(root) == "official"
+    with pytest.raises(rsna.DataError, match="missing"):   # 12,611 + 1,425 + 200 rows, a few hundred images
+        rsna.load_table(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        df = rsna.load_table(root, drop_invalid=True)
+    want = {"train": len(half) + (originals.split == "train").sum(), "validation": 2, "test": 22}
+    assert df.split.value_counts().to_dict() == want
+    assert sum(df.attrs["dropped"].values()) == 12611 + 1425 + 200 - sum(want.values())
+    # every label as the label files give it: the decimal test ground truth (mean of six raters), sexes from
+    # three spellings (False/True, FALSE/TRUE, F/M)
+    truth = pd.concat([originals[["id", "boneage", "male"]], half[["id", "boneage", "male"]]]).set_index("id")
+    got = df.set_index("id")
+    assert np.allclose(got.boneage, truth.loc[got.index, "boneage"])
+    assert (got.male == truth.loc[got.index, "male"]).all()
+    assert got.loc[4360, "boneage"] == pytest.approx(168.93) and got.loc[4360, "split"] == "test"
+    assert all(os.path.realpath(p).startswith(str(SAMPLE)) for p in df.path)
+
+
+def test_real_images_read_as_grey_uint8(official):
+    root, originals, _ = official
+    for r in originals.head(5).itertuples():
+        image = rsna.read_image(SAMPLE / "originals" / f"{r.id}.png")
+        assert image.dtype == np.uint8 and image.shape == (r.height, r.width)
