@@ -9,7 +9,7 @@ SEEDS ?= 1
 # pip's notes about local index folders it skips are noise here
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup data reports reference test smoke dry-run-full lab bench clean
+.PHONY: setup data reports reference test smoke dry-run-full lab bench clean publish book book-deps browser
 
 setup: $(VENV)/.installed
 
@@ -27,13 +27,16 @@ data: setup
 reports: data
 	$(BIN)/python -m bac run --profile $(PROFILE) --seeds $(SEEDS)
 
-# The committed reference: the main job for seeds 0, 1, 2 (seed 0 is what `make reports` reproduces)
+# The committed reference: the main job for seeds 0, 1, 2 (seed 0 is what `make reports` reproduces), and its
+# executed notebooks published small in reports/executed/ (book/publish.py)
 reference: data
 	$(BIN)/python -m bac run --profile $(PROFILE) --seeds 3
+	$(BIN)/python book/publish.py
 
 # The commit-time checks (.pre-commit-config.yaml: ruff, stripped notebooks, no large files or real RSNA images),
-# then unit tests, the exploration notebook through nbval, and every other notebook once through the runner (smoke)
-test: setup
+# then unit tests, the exploration notebook through nbval, and every other notebook once through the runner (smoke);
+# `browser` first installs what the book's browser test needs where it can (else that test skips, saying why)
+test: setup browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pre-commit run --all-files
 	BAC_OUT_DIR=$(CURDIR)/build/test-reports $(BIN)/python -m pytest tests notebooks/01_data_exploration.ipynb --nbval-lax -p no:cacheprovider
 
@@ -54,6 +57,25 @@ bench: setup
 	$(BIN)/python benchmarks/bench_loader.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/rehearse_full.py
+
+# The readers' edition (issue 22). `make publish` after `make reference`: small, GitHub-renderable copies of the
+# executed notebooks (reports/notebooks/, ignored) -> reports/executed/ (tracked; book/publish.py says what changes).
+# `make book`: a static site from reports/executed/ -> build/book/index.html, offline (nbconvert, MathJax copied from
+# the book extra). `make browser`: Chromium and Playwright for tests/test_book.py's browser test (root + apt-get).
+publish: setup
+	$(BIN)/python book/publish.py
+
+book: book-deps
+	$(BIN)/python book/build.py
+
+book-deps: $(VENV)/.book-installed
+
+$(VENV)/.book-installed: $(VENV)/.installed
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[book]' 2>&1 | $(QUIET_PIP)
+	touch $@
+
+browser: book-deps
+	PIP=$(BIN)/pip bash book/install_browser.sh
 
 clean:
 	rm -rf build data/prepared

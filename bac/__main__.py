@@ -42,6 +42,8 @@ def main(argv=None) -> int:
     pr.add_argument("--sex", help="M or F; required unless every image is a DICOM with PatientSex")
     pr.add_argument("--model", default="li2021", help="model id or a checkpoint (.safetensors)")
     pr.add_argument("--out", default="predictions")
+    pr.add_argument("--force", action="store_true",
+                    help="predict films whose hand localisation was rejected (the CSV says so) instead of refusing")
 
     c = sub.add_parser("compare", help="check that two report folders hold the same numbers (timings aside)")
     c.add_argument("a", help="a report folder, e.g. reports/")

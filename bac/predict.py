@@ -116,6 +116,15 @@ def prepare_input(image: np.ndarray, meta: dict) -> np.ndarray:
     return PIPELINES[meta["pipeline"]](image, meta["size"], **meta["params"])
 
 
+def localised_input(image: np.ndarray, meta: dict) -> tuple[np.ndarray, str]:
+    """(`prepare_input(image, meta)`, why its localisation was rejected: '' when it was not, or when the model's
+    pipeline does not localise)."""
+    from bac.preprocess import _NOTES
+    _NOTES.clear()
+    x = prepare_input(image, meta)
+    return x, str(_NOTES.get("reason") or "")
+
+
 def distribution_of(model, output):
     """Per-image age distribution (B, K) over months 1..K when the model's method outputs one, else None."""
     m = method_of(model)
@@ -131,11 +140,15 @@ def cam_layer(model):
     return (convs[-1], None) if convs else (None, None)
 
 
-def predict_files(files, sex=None, model: str = "li2021", out=None, reports=None, cam: bool = True) -> pd.DataFrame:
+def predict_files(files, sex=None, model: str = "li2021", out=None, reports=None, cam: bool = True,
+                  force: bool = False) -> pd.DataFrame:
     """Predict every file; writes `<out>/predictions.csv` and one Grad-CAM PNG per image when `out` is set.
 
     A file that cannot be predicted (unreadable, no sex) gets a row with its `error` instead of an age, so
-    a batch reports every input; a model that cannot be loaded raises `PredictError` before any file.
+    a batch reports every input; a model that cannot be loaded raises `PredictError` before any file. A film
+    whose hand localisation is rejected (`bac.preprocess.boxes.check_box`: the model would see the whole film,
+    not a hand) is refused with the reason, unless `force`: then it is predicted and its `localisation` column
+    says "rejected (reason), forced".
     """
     from bac import metrics
     net, meta = load_final(model, reports)
@@ -146,13 +159,20 @@ def predict_files(files, sex=None, model: str = "li2021", out=None, reports=None
     for f in files:
         t0 = time.perf_counter()
         row = dict(file=str(f), sex="", months=np.nan, years=np.nan, lo90=np.nan, hi90=np.nan, model=meta["paper"],
-                   seconds=np.nan, cam_png="", error="")
+                   seconds=np.nan, cam_png="", localisation="", error="")
         try:
             image, male = read_input(f, sex)
         except PredictError as err:
             rows.append({**row, "error": str(err)})
             continue
-        x = prepare_input(image, meta)
+        x, rejected = localised_input(image, meta)
+        if rejected and not force:
+            rows.append({**row, "localisation": f"rejected ({rejected})",
+                         "error": f"{f}: the hand localisation of {meta['pipeline']} was rejected ({rejected}): the "
+                                  f"model would see the whole film, not a hand. Check that it is one hand, whole and "
+                                  f"exposed; --force predicts anyway"})
+            continue
+        row["localisation"] = f"rejected ({rejected}), forced" if rejected else ""
         xt = train.normalize(torch.from_numpy(x[None]))
         mt = torch.tensor([float(male)])
         with torch.no_grad():
@@ -284,10 +304,11 @@ def _save_cam(net, xt, mt, x, path: Path, row) -> Path:
 
 
 def main(args) -> int:
-    """Entry point of `bac predict` (arguments parsed in bac/__main__.py): 0 ok, 1 some files failed, 2 no model."""
+    """Entry point of `bac predict` (arguments parsed in bac/__main__.py): 0 ok, 1 some files failed or were refused
+    (a rejected localisation), 2 no model."""
     import sys
     try:
-        df = predict_files(args.images, sex=args.sex, model=args.model, out=args.out)
+        df = predict_files(args.images, sex=args.sex, model=args.model, out=args.out, force=args.force)
     except PredictError as err:
         print(f"bac predict: error: {err}", file=sys.stderr)
         return 2
@@ -296,6 +317,8 @@ def main(args) -> int:
             print(f"bac predict: error: {r.error}", file=sys.stderr)
             continue
         interval = "" if np.isnan(r.lo90) else f"  90% interval {r.lo90:.0f}-{r.hi90:.0f} months"
-        print(f"{r.file}: {r.months:.1f} months ({r.years:.1f} years), sex {r.sex}{interval}  [{r.seconds:.2f} s]")
+        forced = f"  (localisation {r.localisation})" if r.localisation else ""
+        print(f"{r.file}: {r.months:.1f} months ({r.years:.1f} years), sex {r.sex}{interval}  [{r.seconds:.2f} s]"
+              f"{forced}")
     print(f"wrote {Path(args.out) / 'predictions.csv'}")
     return 1 if (df.error != "").any() else 0

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Repository hygiene: what `git ls-files` tracks must not hold notebook outputs, large files or real RSNA images.
 
-- every tracked notebook is stripped: no cell outputs, no execution counts (numbers come from runs, into `reports/`);
+- every tracked notebook is stripped: no cell outputs, no execution counts (numbers come from runs, into `reports/`),
+  except the readers' edition of the reference run under `reports/executed/` (book/publish.py; executed on purpose,
+  its size and contents checked by tests/test_book.py);
 - a tracked image (by suffix or by its first bytes: PNG, JPEG, TIFF, GIF, BMP, DICOM) larger than a small test
   fixture (MAX_IMAGE_BYTES) lives only under `reports/`; no tracked file of any kind exceeds MAX_FILE_BYTES;
 - no tracked file is a byte-for-byte copy of a file of the real RSNA sample (`../shared/rsna-sample`, next to the
@@ -29,6 +31,7 @@ IMAGES_ALLOWED_UNDER = ("reports/",)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".jp2"}
 IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"GIF87a", b"GIF89a", b"BM")
 NOT_RSNA_DATA = ("roi_annotations/", "README.md")  # Koitka et al.'s boxes (MIT) and the sample's own README
+EXECUTED_ALLOWED_UNDER = ("reports/executed/",)  # the published executed notebooks (book/publish.py, issue 22)
 
 
 def tracked_files(repo) -> list[str]:
@@ -89,7 +92,7 @@ def check(repo=REPO, rsna_dir=RSNA_SAMPLE) -> list[str]:
         if not path.is_file() or path.is_symlink():  # deleted in the work tree, a submodule or a link
             continue
         size = path.stat().st_size
-        if name.endswith(".ipynb"):
+        if name.endswith(".ipynb") and not name.startswith(EXECUTED_ALLOWED_UNDER):
             problems += notebook_problems(path, name)
         if size > MAX_FILE_BYTES:
             problems.append(f"{name}: {size / 1e6:.1f} MB; no tracked file may exceed {MAX_FILE_BYTES / 1e6:.0f} MB "

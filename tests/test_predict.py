@@ -117,6 +117,26 @@ def test_command_line_exit_codes(checkpoint, images, tmp_path, capsys):
     assert main(["predict", str(pngs[0]), "--sex", "F", "--model", str(tmp_path / "none.safetensors")]) == 2
 
 
+def test_a_rejected_localisation_is_refused_unless_forced(checkpoint, tmp_path, capsys):
+    """A film whose only object is a small square (no hand): Li's localisation finds a box that `check_box`
+    rejects; `bac predict` refuses it with the reason (exit 1) and `--force` predicts it and says so."""
+    from bac.__main__ import main
+    path, _ = checkpoint
+    film = np.full((256, 200), 20, np.uint8)
+    film[20:44, 150:174] = 180
+    png = tmp_path / "no_hand.png"
+    Image.fromarray(film).save(png)
+    df = predict.predict_files([png], sex="F", model=str(path))
+    assert df.localisation.iloc[0].startswith("rejected (") and np.isnan(df.months.iloc[0])
+    assert "localisation of li2021 was rejected" in df.error.iloc[0] and "--force" in df.error.iloc[0]
+    assert main(["predict", str(png), "--sex", "F", "--model", str(path), "--out", str(tmp_path / "a")]) == 1
+    assert "was rejected" in capsys.readouterr().err
+    assert main(["predict", str(png), "--sex", "F", "--model", str(path), "--out", str(tmp_path / "b"),
+                 "--force"]) == 0
+    csv = pd.read_csv(tmp_path / "b" / "predictions.csv")
+    assert csv.localisation.iloc[0].endswith("forced") and np.isfinite(csv.months.iloc[0])
+
+
 def test_gaussian_intervals_are_calibrated():
     """90 % central intervals of the true predictive distributions cover ~90 % of ages drawn from them."""
     rng = np.random.default_rng(0)

@@ -319,12 +319,27 @@ def _read_dicom(path: Path) -> np.ndarray:
     return 255 - out if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1" else out
 
 
-def read_image(path) -> np.ndarray:
-    """Any radiograph file (8/16-bit, RGB(A) PNG, JPEG, DICOM) as uint8 HxW, bone bright.
+def read_image(path, erase_markers: bool = True) -> np.ndarray:
+    """Any radiograph file (8/16-bit, RGB(A) PNG, JPEG, DICOM) as uint8 HxW, bone bright, with its burnt-in
+    markers ("L", initials, rulers) erased (`bac.preprocess.markers.erase`; `erase_markers=False`: the film
+    as stored). Every pipeline, localiser and `bac predict` read films through here.
 
     16-bit and DICOM images without a window are stretched over their own range; DICOM applies the
-    modality LUT and VOI LUT/window, and MONOCHROME1 is inverted.
+    modality LUT and VOI LUT/window, and MONOCHROME1 is inverted. Images under `MIN_MARKER_SIDE` px are
+    too small to carry a readable marker and are returned as stored.
     """
+    image = _read(path)
+    if erase_markers and max(image.shape[:2]) >= MIN_MARKER_SIDE:
+        from bac.preprocess.markers import erase
+        image = erase(image)
+    return image
+
+
+MIN_MARKER_SIDE = 64
+
+
+def _read(path) -> np.ndarray:
+    """`read_image` without the marker erasure."""
     path = Path(path)
     if not path.is_file():
         raise MissingDataError(f"Image {path} does not exist.")

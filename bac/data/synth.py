@@ -662,7 +662,8 @@ def _marks(image, taken, rng, long_side):
         if where is not None:
             level = int(rng.uniform(200, 256))
             draw.text((where[0] - x0 + 2, where[1] - y0 + 2), text, fill=level, font=font)
-            out["marker"] = dict(text=text, xy=[int(where[0]), int(where[1])])
+            bx, by = int(where[0]), int(where[1])
+            out["marker"] = dict(text=text, xy=[bx, by], box=[bx, by, bx + x1 - x0 + 4, by + y1 - y0 + 4])
     if rng.random() < 0.12:  # ruler with ticks along a free strip
         length, thick = int(rng.uniform(0.3, 0.6) * h), max(int(0.02 * long_side), 3)
         where = spot(thick, length)
