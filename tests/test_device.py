@@ -150,6 +150,7 @@ def test_trained_localisers_are_localised_first_on_the_device(tmp_path, monkeypa
     from bac.preprocess.detect import build_detector
     from bac.preprocess.intensity import quantiles
     from bac.preprocess.unetpp import build_unetpp
+    from bac.data.rsna import read_image
     torch.manual_seed(0)
     T.save(build_unetpp("resnet18", (16, 8, 8, 8, 8)), "unetpp-test", dict(encoder="resnet18",
                                                                             decoder=[16, 8, 8, 8, 8], size=32))
@@ -167,7 +168,8 @@ def test_trained_localisers_are_localised_first_on_the_device(tmp_path, monkeypa
     assert ("FasterRCNN", DEVICE) in sent
     assert P.prepare(df, "zheng2024", 32, progress=False, device=DEVICE, unetpp="unetpp-test").shape == (3, 1, 32, 32)
     assert ("UnetPlusPlus", DEVICE) in sent
-    for im in images:
+    for path in paths:   # the films as the pipelines read them (markers erased: `read_image`)
+        im = read_image(path)
         assert P.localised("unetpp", dict(key="unetpp-test"), im)
         assert P.localised("detector", dict(key="detector-test", min_score=0.3), D.work_image(im, 32, ren["reference"]))
 
