@@ -154,3 +154,16 @@ def write_dicom(path, pixels, photometric="MONOCHROME2", window=(2048, 1024), sl
     ds.PixelData = pixels.tobytes()
     ds.save_as(path, enforce_file_format=True)
     return Path(path)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """(path, model): an (untrained) Li 2021 final model saved the way notebook 20 saves it (smoke settings)."""
+    import torch
+    import bac
+    from bac import predict
+    from bac.models import li2021
+    torch.manual_seed(0)
+    cfg = bac.config.resolve("smoke", "li2021", out_dir=str(tmp_path_factory.mktemp("reports")))
+    model = li2021.build_final(cfg).eval()
+    return predict.save_final(cfg, model, bac.data.load(cfg, progress=False)), model

@@ -29,16 +29,6 @@ def images(tmp_path_factory):
     return pngs, dicom
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """An (untrained) Li 2021 final model saved the way notebook 20 saves it."""
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("reports")
-    cfg = bac.config.resolve("smoke", "li2021", out_dir=str(out))
-    model = li2021.build_final(cfg).eval()
-    return predict.save_final(cfg, model, bac.data.load(cfg, progress=False)), model
-
-
 def test_saved_model_round_trips(checkpoint):
     path, model = checkpoint
     net, meta = predict.load_final(str(path))

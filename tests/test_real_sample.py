@@ -74,23 +74,12 @@ def test_real_images_read_as_grey_uint8(official):
         assert image.dtype == np.uint8 and image.shape == (r.height, r.width)
 
 
-@pytest.fixture(scope="module")
-def li_checkpoint(tmp_path_factory):
-    """An (untrained) Li 2021 final model saved the way notebook 20 saves it (smoke settings)."""
-    import torch
-    import bac
-    from bac import predict
-    from bac.models import li2021
-    torch.manual_seed(0)
-    cfg = bac.config.resolve("smoke", "li2021", out_dir=str(tmp_path_factory.mktemp("reports")))
-    return predict.save_final(cfg, li2021.build_final(cfg).eval(), bac.data.load(cfg, progress=False))
-
-
-def test_predict_on_real_films(li_checkpoint, tmp_path):
+def test_predict_on_real_films(checkpoint, tmp_path):
     """`bac predict` on real originals: a portrait film with one hand is predicted; the landscape film whose
     localisation finds no hand (1418, rejected at these settings) is refused with the reason unless forced."""
     from bac import predict
     from bac.preprocess import locate
+    li_checkpoint = checkpoint[0]
     films = [SAMPLE / "originals" / "1392.png", SAMPLE / "originals" / "1418.png"]
     meta = predict.load_final(str(li_checkpoint))[1]
     assert locate(rsna.read_image(films[1]), "li2021", 0, **meta["params"])["reason"]   # the premise
