@@ -119,10 +119,9 @@ def prepare_input(image: np.ndarray, meta: dict) -> np.ndarray:
 def localised_input(image: np.ndarray, meta: dict) -> tuple[np.ndarray, str]:
     """(`prepare_input(image, meta)`, why its localisation was rejected: '' when it was not, or when the model's
     pipeline does not localise)."""
-    from bac.preprocess import _NOTES
-    _NOTES.clear()
-    x = prepare_input(image, meta)
-    return x, str(_NOTES.get("reason") or "")
+    from bac.preprocess import run_pipeline
+    x, info = run_pipeline(meta["pipeline"], image, meta["size"], **meta["params"])
+    return x, str(info.get("reason") or "")
 
 
 def distribution_of(model, output):

@@ -72,6 +72,38 @@ def test_the_phantoms_markers_are_erased_and_their_hands_kept():
     assert drawn >= 10 and found >= drawn - 1
 
 
+def test_a_symbol_on_a_frame_line_is_a_marker_once_long_lines_are_left_out():
+    """A burnt-in square touching a faint collimation edge that runs the whole film: grouped with the edge it is one
+    long faint candidate (rejected); with straight lines over 60 px left out (`lines`) it stands alone, a marker."""
+    film = np.full((512, 410), 40, np.uint8)
+    film[:, 95:100] = 85                      # the edge: lifts 45 grey levels over 512 px
+    film[200:214, 100:118] = 250              # a white square frame with a dark middle, touching it
+    film[204:210, 104:114] = 20
+    square = film == 250
+
+    def covered(lines):
+        small, found = markers.candidates(film, lines=lines)
+        mask = np.zeros(film.shape, bool)
+        for m in found:
+            if m["marker"]:
+                x0, y0, x1, y1 = m["box"]
+                mask[y0:y1, x0:x1] |= m["mask"]
+        return mask[square].mean()
+    assert covered((0,)) == 0 and covered((0, 60)) > 0.9     # all but its pixels on the edge itself
+
+
+def test_read_image_erases_each_file_once(tmp_path, monkeypatch):
+    """The second read of a film takes its erased pixels from the cache (keyed by the file's content), not from
+    a second search, and gives the same film."""
+    image = _film_with_an_l()[0]
+    path = tmp_path / "1.png"
+    Image.fromarray(image).save(path)
+    first = rsna.read_image(path)
+    monkeypatch.setattr(markers, "erase", lambda *a, **k: pytest.fail("searched twice"))
+    np.testing.assert_array_equal(rsna.read_image(path), first)
+    assert (first != image).any()
+
+
 def test_read_image_erases_unless_asked_not_to(tmp_path):
     image = _film_with_an_l()[0]
     path = tmp_path / "1.png"
@@ -96,7 +128,7 @@ def test_real_markers_are_erased_and_the_hands_are_not():
         s = score_markers(raw, markers.erase(raw), t)
         erased, total = erased + s["markers_erased"], total + len(t["markers"])
         assert s["erased_in_hand_box"] < 0.005, image_id
-    assert total == 56 and erased >= 38
+    assert total == 56 and erased >= 49
 
 
 def test_film_statistics_measure_what_they_say():

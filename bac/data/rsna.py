@@ -321,8 +321,8 @@ def _read_dicom(path: Path) -> np.ndarray:
 
 def read_image(path, erase_markers: bool = True) -> np.ndarray:
     """Any radiograph file (8/16-bit, RGB(A) PNG, JPEG, DICOM) as uint8 HxW, bone bright, with its burnt-in
-    markers ("L", initials, rulers) erased (`bac.preprocess.markers.erase`; `erase_markers=False`: the film
-    as stored). Every pipeline, localiser and `bac predict` read films through here.
+    markers ("L", initials, rulers) erased (`bac.preprocess.markers.erase`, cached per file;
+    `erase_markers=False`: the film as stored). Every pipeline, localiser and `bac predict` read films through here.
 
     16-bit and DICOM images without a window are stretched over their own range; DICOM applies the
     modality LUT and VOI LUT/window, and MONOCHROME1 is inverted. Images under `MIN_MARKER_SIDE` px are
@@ -330,8 +330,8 @@ def read_image(path, erase_markers: bool = True) -> np.ndarray:
     """
     image = _read(path)
     if erase_markers and max(image.shape[:2]) >= MIN_MARKER_SIDE:
-        from bac.preprocess.markers import erase
-        image = erase(image)
+        from bac.preprocess.markers import erase_file
+        image = erase_file(image, path)
     return image
 
 

@@ -63,6 +63,13 @@ def note(**info) -> None:
     _NOTES.update(info)
 
 
+def run_pipeline(pipeline: str, image: np.ndarray, size: int, **params) -> tuple[np.ndarray, dict]:
+    """(`pipeline`'s output for `image`, what its localiser noted on the way: box, fallback reason)."""
+    _NOTES.clear()
+    out = PIPELINES[pipeline](image, size, **params)
+    return out, dict(_NOTES)
+
+
 # ------------------------------------------------------------------------------------------ geometry
 def resize(image: np.ndarray, shape) -> np.ndarray:
     """uint8 HxW -> `shape` (H, W), bilinear and anti-aliased (Pillow's resampling: fast on 2000 px images)."""
@@ -216,13 +223,11 @@ def _prepare_one(path: str, cache_dir: Path, pipeline: str, size: int, params: d
     side = target.with_suffix(".json")
     if target.exists():
         return np.load(target), True, json.loads(side.read_text()) if side.exists() else {}
-    _NOTES.clear()
     with one_thread():
-        out = PIPELINES[pipeline](read_image(path), size, **params)
+        out, info = run_pipeline(pipeline, read_image(path), size, **params)
     if out.dtype != np.uint8 or out.ndim != 3 or out.shape[1:] != (size, size):
         raise ValueError(f"pipeline {pipeline!r} returned {out.dtype} {out.shape} for {path}; "
                          f"expected uint8 (C, {size}, {size})")
-    info = dict(_NOTES)
     if info:
         side.write_text(json.dumps(info, default=str))
     tmp = target.with_suffix(".tmp.npy")

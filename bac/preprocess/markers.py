@@ -8,98 +8,159 @@ unless a caller asks for the raw film.
 
 `find(image)` -> a boolean mask of marker pixels: at `work` px (long side) the white top-hat (a grey opening
 with a disk of `radius` px removes strokes thinner than the disk; what is left lifts off its surroundings)
-is thresholded at `lift`; pieces closer than `join` px form one candidate; a candidate is a marker when it
-has at least `min_area` lifted pixels, their mean top-hat is above `mean_lift`, its bright pixels (90th
-percentile) stand `contrast` grey levels above the median of a ring around it, and they reach `bright` x the
-film's 99.5th percentile (lead and burnt-in text is as bright as the brightest bone or brighter), unless the
-candidate lifts by more than `sure_lift`. A bone's edges lift too, but less and less brightly. `erase(image)`
-fills the marker pixels (grown by one working pixel) with the median of that ring: flat background where
+is thresholded at `lift`; pieces closer than `join` px form one candidate, grouped twice (`lines`): as they
+are, and with straight lines longer than 60 px left out (a collimation edge or a ruler otherwise merges with
+the letter beside it into one long candidate that is either rejected or erased only where it is brightest).
+A candidate is a marker when it has at least `min_area` lifted pixels, their mean top-hat is above
+`mean_lift`, its bright pixels (90th percentile) stand `contrast` grey levels above the median of a ring
+around it, and they reach `bright` x the film's 99.5th percentile (lead and burnt-in text is as bright as the
+brightest bone or brighter), unless the candidate lifts by more than `sure_lift` or stands more than
+`sure_contrast` above its ring. A bone's edges lift too, but less and less brightly. Two passes (`PASSES`):
+letters and tags at 512 px, small symbols at up to 2048 px. `erase(image)` fills the marker pixels (its
+lifted and bright pixels, grown by one working pixel) with the median of that ring: flat background where
 there was a letter.
 
 The thresholds were chosen on the 37 annotated real originals (so these are training scores):
-`benchmarks/real_films.py` counts 40 of their 56 annotated markers erased and 0.007 % of the annotated hand
-boxes erased outside any marker (benchmarks/results/real_films.json). What is missed: small burnt-in symbols
-(squares, triangles: a few pixels at the working size), markers cut by the film's edge, and typed initials
-as grey as the bones. On 60 demo-size phantoms (384 px): all 33 "L" + initials and 3 rulers found; 0.03 % of
-the hand masks erased on average, at most 0.33 % (the bright cut end of a forearm bone at a collimation edge).
-The sizes are tuned at `work` = 512 px: larger working sizes (768, 1024) found far fewer real markers.
+`benchmarks/real_films.py` counts 51 of their 56 annotated markers erased (40 with one 512 px pass, no line
+grouping, no `sure_contrast`) and 0.025 % of the annotated hand boxes erased outside any marker, at most
+0.38 % of one (marker plates' and rulers' edges beyond the annotated box, checked on overlays; no bone).
+Missed: dark symbols on a white film (a black-outlined triangle), a tilted plastic marker plate with grey
+letters, grey letters on a grey plate as bright as the bones. On 60 demo-size phantoms (384 px, ages 20-197
+months): all 35 "L" + initials on dark film found; 0.07 % of the hand masks erased on average, at most
+1.2 % (the bright cut end of a forearm bone at a collimation edge; 1.2 % with one pass too).
 
 Used in: `bac.data.rsna.read_image` (every pipeline, `bac predict`), notebooks/02_preprocessing.ipynb.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-DEFAULTS = dict(work=512, radius=6, lift=40, join=3, mean_lift=60, sure_lift=100, bright=0.9, contrast=50, min_area=10)
+DEFAULTS = dict(work=512, radius=6, lift=40, lines=(0, 60), join=3, mean_lift=60, sure_lift=100, sure_contrast=140,
+                bright=0.9, contrast=50, min_area=10)
+# Each pass overrides DEFAULTS: the coarse one finds letters and tags; the fine one (the film's own resolution, up
+# to 2048 px) finds small burnt-in symbols (outlined triangles, squares) a few pixels wide at 512 px.
+PASSES = ({}, dict(work=2048, radius=2, min_area=2, join=1, lines=(0,)))
+CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)
 
 
-def candidates(image: np.ndarray, work: int = 512, radius: int = 6, lift: float = 40, join: int = 3,
-               mean_lift: float = 60, sure_lift: float = 100, bright: float = 0.9, contrast: float = 50,
-               min_area: int = 10) -> tuple[np.ndarray, list[dict]]:
-    """(small, markers): `image` at `work` px (at most its own size) and one dict per marker found there
-    (`box` [x0, y0, x1, y1) and `mask` in the small image's pixels, `background` grey level, `lift`,
-    `contrast`). Sizes are in pixels of a `work` = 512 image and scale with the working size."""
-    from scipy import ndimage
+def candidates(image: np.ndarray, **params) -> tuple[np.ndarray, list[dict]]:
+    """(small, candidates): `image` at `work` px (at most its own size) and one dict per candidate found there:
+    its `box` [x0, y0, x1, y1) in the small image's pixels and the `mask` of its pixels within that box, the
+    `background` grey level, `lift`, `contrast`, `peak` (/ the film's 99.5th percentile), the `lines` grouping,
+    and `marker`: whether it passed every test, else `why` not. `params` override `DEFAULTS`; sizes are in
+    pixels of a `work` = 512 image and scale with the working size."""
+    import cv2
     from skimage.measure import label, regionprops
-    from skimage.morphology import disk, white_tophat
+    from skimage.morphology import disk
     from bac.preprocess import resize_long
-    side = min(int(work), max(image.shape[:2]))
+
+    def grow(mask, n):               # n steps of the 3x3 cross, as scipy's binary_dilation(iterations=n)
+        return cv2.dilate(mask.astype(np.uint8), CROSS, iterations=n).astype(bool)
+
+    p = {**DEFAULTS, **params}
+    side = min(int(p["work"]), max(image.shape[:2]))
     small = resize_long(image, side)
     k = side / 512
-    top = white_tophat(small, disk(max(1, round(radius * k)))).astype(np.float32)
-    lifted = top > lift
-    pieces = label(ndimage.binary_dilation(lifted, iterations=max(1, round(join * k))), connectivity=2)
+    top = cv2.morphologyEx(small, cv2.MORPH_TOPHAT, disk(max(1, round(p["radius"] * k))).astype(np.uint8),
+                           borderType=cv2.BORDER_REFLECT).astype(np.float32)     # skimage's white_tophat, faster
     grey, (h, w), pad = small.astype(np.float32), small.shape, max(2, round(4 * k))
     top_grey = max(float(np.percentile(grey, 99.5)), 1.0)
     out = []
-    for reg in regionprops(pieces):
-        y0, x0, y1, x1 = reg.bbox
-        y0, x0, y1, x1 = max(0, y0 - pad), max(0, x0 - pad), min(h, y1 + pad), min(w, x1 + pad)
-        part = pieces[y0:y1, x0:x1] == reg.label
-        core = part & lifted[y0:y1, x0:x1]
-        mean = float(top[y0:y1, x0:x1][core].mean()) if core.any() else 0.0
-        if core.sum() < min_area * k * k or mean <= mean_lift:
-            continue
-        ring = ndimage.binary_dilation(part, iterations=pad) & ~part
-        vals = grey[y0:y1, x0:x1]
-        background = float(np.median(vals[ring])) if ring.any() else float(np.median(grey))
-        peak = float(np.percentile(vals[core], 90))
-        if peak - background <= contrast or (peak < bright * top_grey and mean <= sure_lift):
-            continue
-        mask = np.zeros((h, w), bool)
-        mask[y0:y1, x0:x1] = ndimage.binary_dilation(part & (vals > background + 0.5 * (peak - background)))
-        out.append(dict(box=[x0, y0, x1, y1], mask=mask, background=background, contrast=peak - background,
-                        lift=mean))
+    for line in p["lines"]:      # grouped as they are and (line > 0) with long straight lines (frame edges) left out
+        lifted, lines = top > p["lift"], np.zeros(small.shape, bool)
+        if line:
+            n, lift8 = max(3, round(line * k)), lifted.astype(np.uint8)
+            lines = (cv2.morphologyEx(lift8, cv2.MORPH_OPEN, np.ones((1, n), np.uint8))
+                     | cv2.morphologyEx(lift8, cv2.MORPH_OPEN, np.ones((n, 1), np.uint8))).astype(bool)
+            lines = grow(lines, max(1, round(2 * k)))
+            lifted &= ~lines
+        pieces = label(grow(lifted, max(1, round(p["join"] * k))) & ~lines, connectivity=2)
+        for reg in regionprops(pieces):
+            y0, x0, y1, x1 = reg.bbox
+            y0, x0, y1, x1 = max(0, y0 - pad), max(0, x0 - pad), min(h, y1 + pad), min(w, x1 + pad)
+            part = pieces[y0:y1, x0:x1] == reg.label
+            core = part & lifted[y0:y1, x0:x1]
+            mean = float(top[y0:y1, x0:x1][core].mean()) if core.any() else 0.0
+            if core.sum() < p["min_area"] * k * k:
+                continue
+            ring = grow(part, pad) & ~part & ~lines[y0:y1, x0:x1]
+            vals = grey[y0:y1, x0:x1]
+            background = float(np.median(vals[ring])) if ring.any() else float(np.median(grey))
+            peak = float(np.percentile(vals[core], 90))
+            why = ("faint" if mean <= p["mean_lift"] else "low contrast" if peak - background <= p["contrast"]
+                   else "dim" if peak < p["bright"] * top_grey and mean <= p["sure_lift"]
+                   and peak - background <= p["sure_contrast"] else "")
+            mask = grow(core | (part & (vals > background + 0.5 * (peak - background))), 1)
+            out.append(dict(box=[x0, y0, x1, y1], mask=mask, background=background, contrast=peak - background,
+                            lift=mean, peak=peak / top_grey, lines=line, marker=not why, why=why))
     return small, out
+
+
+def _markers(image: np.ndarray, params: dict):
+    """(small, markers) of each pass (`PASSES`, every one with `params` on top)."""
+    for extra in PASSES:
+        small, found = candidates(image, **{**extra, **params})
+        yield small, [m for m in found if m["marker"]]
 
 
 def find(image: np.ndarray, **params) -> np.ndarray:
     """Boolean mask (image's shape) of the marker pixels of `image` (uint8 HxW); `params` override `DEFAULTS`."""
     from bac.preprocess import resize
-    small, found = candidates(image, **{**DEFAULTS, **params})
-    mask = np.zeros(small.shape, bool)
-    for m in found:
-        mask |= m["mask"]
-    return resize(mask.astype(np.uint8) * 255, image.shape[:2]) > 0 if mask.any() else np.zeros(image.shape[:2], bool)
+    out = np.zeros(image.shape[:2], bool)
+    for small, found in _markers(image, params):
+        mask = np.zeros(small.shape, bool)
+        for m in found:
+            x0, y0, x1, y1 = m["box"]
+            mask[y0:y1, x0:x1] |= m["mask"]
+        if mask.any():
+            out |= resize(mask.astype(np.uint8) * 255, image.shape[:2]) > 0
+    return out
 
 
 def boxes(image: np.ndarray, **params) -> list[list[int]]:
     """The markers' boxes [x0, y0, x1, y1) in `image`'s pixels."""
     from bac.preprocess.boxes import scale_box
-    small, found = candidates(image, **{**DEFAULTS, **params})
-    return [scale_box(m["box"], small.shape, image.shape) for m in found]
+    return [scale_box(m["box"], small.shape, image.shape) for small, found in _markers(image, params) for m in found]
 
 
 def erase(image: np.ndarray, **params) -> np.ndarray:
     """`image` with every marker filled with the grey level around it (a copy; `image` itself when none)."""
     from PIL import Image
-    small, found = candidates(image, **{**DEFAULTS, **params})
-    if not found:
-        return image
-    level = np.zeros(small.shape, np.uint8)   # 0: keep; else the fill level + 1 (nearest-neighbour upscaled)
-    for m in found:
-        level[m["mask"]] = min(int(round(m["background"])), 254) + 1
-    level = np.asarray(Image.fromarray(level).resize(image.shape[:2][::-1], Image.NEAREST))
-    out = image.copy()
-    out[level > 0] = level[level > 0] - 1
+    out = image
+    for small, found in _markers(image, params):
+        if not found:
+            continue
+        level = np.zeros(small.shape, np.uint8)   # 0: keep; else the fill level + 1 (nearest-neighbour upscaled)
+        for m in found:
+            x0, y0, x1, y1 = m["box"]
+            level[y0:y1, x0:x1][m["mask"]] = min(int(round(m["background"])), 254) + 1
+        level = np.asarray(Image.fromarray(level).resize(image.shape[:2][::-1], Image.NEAREST))
+        out = out.copy() if out is image else out
+        out[level > 0] = level[level > 0] - 1
+    return out
+
+
+def erase_file(image: np.ndarray, path) -> np.ndarray:
+    """`erase(image)` for the film stored at `path`, the erased pixels cached by the file's content (a few kB under
+    `<cache>/markers-<code>/`): every pipeline, CAM and localiser reads the same film, erased once."""
+    from bac.data import cache_root, code_version
+    from bac.preprocess import file_hash
+    store = cache_root() / f"markers-{code_version('preprocess/markers.py', 'preprocess/__init__.py')}"
+    target = store / f"{file_hash(path)}.npz"
+    if target.exists():
+        with np.load(target) as z:
+            where, values = z["where"], z["values"]
+        if not len(where):
+            return image
+        out = image.copy()
+        out.reshape(-1)[where] = values
+        return out
+    out = erase(image)
+    where = np.flatnonzero(out != image).astype(np.uint32)
+    store.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, where=where, values=out.reshape(-1)[where])
+    tmp.replace(target)
     return out

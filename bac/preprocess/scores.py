@@ -133,7 +133,7 @@ MARKER_INSIDE = 0.05     # share of a marker's bright pixels in the final input 
 
 
 def marker_share(marker, crop, raw, image, mask=None) -> float:
-    """Share of `marker`'s bright pixels (above Otsu's threshold inside its box of the stored film `raw`) still
+    """Share of `marker`'s bright pixels (inside its box of the stored film `raw`) still
     there (not erased: `image`, the film as read, equals `raw`) inside the final input: the `crop` box and within
     it the `mask` (full-resolution bool, or None for a crop that keeps everything in its box)."""
     from skimage.filters import threshold_otsu
@@ -142,7 +142,10 @@ def marker_share(marker, crop, raw, image, mask=None) -> float:
     cx0, cy0, cx1, cy1 = max(x0, crop[0]), max(y0, crop[1]), min(x1, crop[2]), min(y1, crop[3])
     if part.size == 0 or part.min() == part.max() or cx1 <= cx0 or cy1 <= cy0:
         return 0.0
-    bright = part > threshold_otsu(part)
+    border = np.concatenate([part[0], part[-1], part[:, 0], part[:, -1]]).astype(float)
+    # brighter than Otsu's threshold and than halfway from the box's edge to its peak (a white letter drawn with a
+    # dark outline on a bright film: Otsu alone splits the outline from everything else)
+    bright = part > max(threshold_otsu(part), (np.median(border) + float(part.max())) / 2)
     keep = np.zeros(part.shape, bool)
     keep[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = True
     if mask is not None:
@@ -176,13 +179,14 @@ def score_originals(sample, params: dict, progress: bool = False) -> pd.DataFram
     from tqdm.auto import tqdm
     from bac.data.rsna import read_image
     from bac.preprocess import locate, resize, uncached_localisation
+    from bac.preprocess.markers import erase
     from bac.preprocess.boxes import box_iou, expand_box
     truth = json.loads(ORIGINALS.read_text())["images"]
     folder = Path(sample) / "originals"
     rows = []
     for image_id, t in tqdm(list(truth.items()), desc="score the real originals", disable=not progress, leave=False):
         raw = read_image(folder / f"{image_id}.png", erase_markers=False)
-        image = read_image(folder / f"{image_id}.png")
+        image = erase(raw)                                  # as read_image reads it, without a second decode
         t0 = time.perf_counter()
         with uncached_localisation():
             loc = locate(image, "li2021", 0, **params)
