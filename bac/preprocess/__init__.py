@@ -130,12 +130,18 @@ def one_thread():
 
 @contextlib.contextmanager
 def uncached_localisation():
-    """Within this block `cached_localisation` runs the localiser on every image (latency measurements)."""
+    """Within this block `cached_localisation` runs the localiser on every image and `read_image` searches every
+    film for markers (`markers.erase_file`), reading and storing nothing (latency measurements)."""
     _UNCACHED.append(True)
     try:
         yield
     finally:
         _UNCACHED.pop()
+
+
+def uncached() -> bool:
+    """Whether this runs inside `uncached_localisation()`."""
+    return bool(_UNCACHED)
 
 
 def localisation_path(method: str, params: dict, image: np.ndarray) -> Path:
