@@ -105,7 +105,8 @@ def test_region_images_equal_the_stacked_pipeline_and_store_no_stack(setup, monk
     params = C.region_params(cfg, "O+H+R1+E+R2", keys)
     got = C.region_images(cfg.replace(workers=2), df, "O+H+R1+E+R2", cfg.size, keys)   # 10 train rows: 2 processes
     cache = tmp_path / "cache"
-    assert sorted(p.name for p in cache.iterdir()) == ["cams", "models"]   # no stacked regions written
+    written = sorted(p.name for p in cache.iterdir() if not p.name.startswith("markers-"))  # (films' markers)
+    assert written == ["cams", "models"]   # no stacked regions written
     assert sorted(len(list(d.iterdir())) for d in (cache / "cams").iterdir()) == [14, 14, 14]  # a map per image
     monkeypatch.setenv("BAC_CACHE_DIR", str(tmp_path / "other"))   # an empty cache: every CAM computed again
     for split, a in got.items():
@@ -155,4 +156,5 @@ def test_cache_bytes_per_image_counts_plain_images_and_maps():
     plain = sum(128 + s * s for s in C.plain_sizes(cfg))   # .npy header + uint8 (1, s, s)
     maps = [v for k, v in r["folders"].items() if k.startswith("cams/")]
     assert len(maps) == 3 and all(v < 1000 for v in maps)
-    assert r["per_image"] == pytest.approx(plain + sum(maps)) and r["fixed"] > 0
+    marks = sum(v for k, v in r["folders"].items() if k.startswith("markers-"))   # each film's erased pixels
+    assert r["per_image"] == pytest.approx(plain + sum(maps) + marks) and r["fixed"] > 0
