@@ -132,20 +132,24 @@ FOUND_IOU = 0.5          # PASCAL VOC: the object was found
 MARKER_INSIDE = 0.05     # share of a marker's bright pixels in the final input that counts as "the marker is in it"
 
 
-def marker_share(marker, crop, raw, image, mask=None) -> float:
-    """Share of `marker`'s bright pixels (inside its box of the stored film `raw`) still
-    there (not erased: `image`, the film as read, equals `raw`) inside the final input: the `crop` box and within
-    it the `mask` (full-resolution bool, or None for a crop that keeps everything in its box)."""
+def marker_share(marker, crop, raw, image, mask=None, dark=False) -> float:
+    """Share of `marker`'s bright pixels (`dark`: its dark pixels, for dark ink on a bright ground) inside its box
+    of the stored film `raw` still there (not erased: `image`, the film as read, equals `raw`) inside the final
+    input: the `crop` box and within it the `mask` (full-resolution bool, or None for a crop that keeps
+    everything in its box)."""
     from skimage.filters import threshold_otsu
     x0, y0, x1, y1 = (int(v) for v in marker)
     part = raw[y0:y1, x0:x1]
     cx0, cy0, cx1, cy1 = max(x0, crop[0]), max(y0, crop[1]), min(x1, crop[2]), min(y1, crop[3])
     if part.size == 0 or part.min() == part.max() or cx1 <= cx0 or cy1 <= cy0:
         return 0.0
-    border = np.concatenate([part[0], part[-1], part[:, 0], part[:, -1]]).astype(float)
-    # brighter than Otsu's threshold and than halfway from the box's edge to its peak (a white letter drawn with a
-    # dark outline on a bright film: Otsu alone splits the outline from everything else)
-    bright = part > max(threshold_otsu(part), (np.median(border) + float(part.max())) / 2)
+    if dark:    # thin dark strokes (outlines, ruler ticks and text): 60 grey levels below their 15 x 15 neighbourhood
+        import cv2
+        bright = part.astype(int) < cv2.medianBlur(part, 15).astype(int) - 60
+    else:       # brighter than Otsu's threshold and than halfway from the box's edge to its peak (a white letter
+        # drawn with a dark outline on a bright film: Otsu alone splits the outline from everything else)
+        border = np.concatenate([part[0], part[-1], part[:, 0], part[:, -1]]).astype(float)
+        bright = part > max(threshold_otsu(part), (np.median(border) + float(part.max())) / 2)
     keep = np.zeros(part.shape, bool)
     keep[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = True
     if mask is not None:
@@ -159,7 +163,8 @@ def score_markers(raw: np.ndarray, image: np.ndarray, truth: dict) -> dict:
     (at least half of their bright pixels) and the share of the annotated hand box erased outside every
     annotated marker (its box grown by 20 px)."""
     whole = [0, 0, raw.shape[1], raw.shape[0]]
-    erased = [marker_share(m, whole, raw, image) <= 0.5 for m in truth["markers"]]
+    erased = [marker_share(m, whole, raw, image, dark=j in truth.get("dark_markers", ())) <= 0.5
+              for j, m in enumerate(truth["markers"])]
     outside = image != raw
     for x0, y0, x1, y1 in truth["markers"]:
         outside[max(0, y0 - 20):y1 + 20, max(0, x0 - 20):x1 + 20] = False
@@ -195,7 +200,8 @@ def score_originals(sample, params: dict, progress: bool = False) -> pd.DataFram
         mask = None
         if loc["mask"] is not None:
             mask = resize(ndimage.binary_dilation(loc["mask"] > 127).astype(np.uint8) * 255, image.shape) > 127
-        shares = [marker_share(m, crop, raw, image, mask) for m in t["markers"]]
+        shares = [marker_share(m, crop, raw, image, mask, dark=j in t.get("dark_markers", ()))
+                  for j, m in enumerate(t["markers"])]
         rows.append(dict(id=int(image_id), low_contrast=bool(t["low_contrast"]), box=loc["box"], used=crop,
                          reason=loc["reason"], iou=box_iou(loc["box"], t["hand_box"]) if loc["box"] else 0.0,
                          markers=len(t["markers"]), **score_markers(raw, image, t),
