@@ -101,8 +101,9 @@ def main(argv=None) -> dict:
         sd = round(float(v.std(ddof=1)), 2) if len(v) > 1 else None
         table[m] = dict(mae_mean=round(float(v.mean()), 2), mae_sd=sd,
                         per_seed=[round(float(x), 2) for x in v], ratio_to_mean_predictor=round(float(ratio.mean()), 3))
+    code = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True)
     result = dict(source=f"benchmarks/real_demo.py, {time.strftime('%Y-%m-%d')}: RSNA half-resolution training images "
-                         f"of the real sample, demo profile",
+                         f"of the real sample, demo profile", code=f"{code.stdout.strip()} (git)",
                   command=" ".join(cmd[1:]), overrides=args.set, images={k: len(v) for k, v in ids.items()},
                   seeds=args.seeds, wall_seconds=round(seconds), mean_predictor=per_seed[0]["mean_predictor"],
                   methods=table, split_ids=ids,
