@@ -57,7 +57,32 @@ def main(argv=None) -> int:
     pl.add_argument("--gpu", default="H200", help="GPU class of the estimate (bac.plan.GPUS)")
     pl.add_argument("--dry-run", action="store_true", help="the full profile's dry run")
 
+    pt = sub.add_parser("pretrain", help="pretrain backbones on phantoms: a stand-in for ImageNet weights")
+    pt.add_argument("--backbone", help="a timm name (default: every paper's backbone in --profile)")
+    pt.add_argument("--profile", default="demo", choices=["smoke", "demo", "full"],
+                    help="whose paper backbones (their arguments and input channels)")
+    pt.add_argument("--images", type=int, help="phantoms to train on (default: bac.pretrain.DEFAULTS)")
+    pt.add_argument("--size", type=int, help="input px (default: bac.pretrain.DEFAULTS)")
+    pt.add_argument("--seed", type=int)
+    pt.add_argument("--workers", type=int, help="loader processes rendering phantoms")
+
     a = p.parse_args(argv)
+    if a.cmd == "pretrain":
+        from bac import pretrain
+        settings = {k: v for k, v in dict(images=a.images, size=a.size, seed=a.seed, workers=a.workers).items()
+                    if v is not None}
+        todo = {}
+        for paper, (name, chans, kwargs) in pretrain.backbones(a.profile).items():
+            if not a.backbone or name == a.backbone:
+                todo.setdefault((name, chans, repr(sorted(kwargs.items()))), (paper, name, chans, kwargs))
+        if not todo:
+            p.error(f"no paper uses backbone {a.backbone!r} in the {a.profile} profile: "
+                    f"{sorted({b[0] for b in pretrain.backbones(a.profile).values()})}")
+        for paper, name, chans, kwargs in todo.values():
+            path = pretrain.ensure(name, chans, kwargs, **settings)
+            print(f"{paper}: {name} ({chans} channel(s), {kwargs}) -> {path}"
+                  + ("" if not settings else f"\n  (not the defaults: load with pretrained_file='{path}')"))
+        return 0
     if a.cmd == "plan":
         from bac import plan
         plan.print_plan(a.profile, gpu=a.gpu, only=a.only, dry_run=a.dry_run, data_dir=a.data_dir)

@@ -114,7 +114,7 @@ def table2_grid(cfg) -> list[dict]:
     if not sizes or sizes[-1] != cfg["size"] or len(sizes) > len(PAPER_SIZES):
         raise ValueError(f"li2021 config: `sizes` {sizes} must end with `size` ({cfg['size']}) and hold at most "
                          f"{len(PAPER_SIZES)} sizes (one per Table 2 size); fix li2021.SETTINGS or OVERRIDES")
-    base = dict(sex=True, pipeline=cfg["pipeline"], pretrained=bool(cfg["pretrained"]), run=True, note="")
+    base = dict(sex=True, pipeline=cfg["pipeline"], pretrained=cfg["pretrained"], run=True, note="")
     rows = [dict(base, row=f"{ps} px", size=s, paper_size=ps, paper_mae=PAPER_TABLE2[ps])
             for s, ps in zip(sizes, PAPER_SIZES[-len(sizes):])]
     changes = {"no_sex": dict(sex=False), "no_preprocess": dict(pipeline=cfg["plain_pipeline"]),

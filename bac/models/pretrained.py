@@ -1,7 +1,9 @@
 """Backbones from timm, with ImageNet weights when asked for, and a clear error when they cannot be had.
 
 There is no network at run time on CI and many clusters: `pretrained=True` then needs the weights in
-the Hugging Face cache (HF_HOME) or a local file passed as `pretrained_file`.
+the Hugging Face cache (HF_HOME) or a local file passed as `pretrained_file`. `pretrained="phantom"` loads
+weights pretrained on the built-in phantoms instead (`bac.pretrain`; work in progress, issue 21: not yet measured,
+no profile uses it by default).
 
 Used in: every paper notebook (through `bac.models.<paper id>`).
 """
@@ -17,15 +19,30 @@ class PretrainedWeightsError(RuntimeError):
     pass
 
 
-def create(name: str, pretrained: bool = False, pretrained_file: str = "", **kwargs):
-    """`timm.create_model(name, pretrained=..., **kwargs)`; `pretrained_file` loads a local checkpoint."""
+# Arguments that shape only what is built on top of the backbone's weights (its head, its outputs, dropout), or are
+# the input channels (a key of their own): the same phantom weights serve every value.
+_HEAD_ARGS = ("num_classes", "global_pool", "features_only", "out_indices", "drop_rate", "drop_path_rate",
+              "in_chans", "img_size")
+
+
+def create(name: str, pretrained: bool | str = False, pretrained_file: str = "", **kwargs):
+    """`timm.create_model(name, pretrained=..., **kwargs)`; `pretrained_file` loads a local checkpoint;
+    `pretrained="phantom"` the backbone's phantom-pretrained weights (`bac.pretrain`, made first if missing; a
+    `pretrained_file` that `bac pretrain` wrote, with its manifest beside it, loads the same way)."""
+    if pretrained == "phantom":
+        from bac import pretrain
+        own = {k: v for k, v in kwargs.items() if k not in _HEAD_ARGS}
+        pretrained, pretrained_file = True, str(pretrain.ensure(name, kwargs.get("in_chans", 3), own))
     if not pretrained:
         return timm.create_model(name, pretrained=False, **kwargs)
     if pretrained_file:
         path = Path(pretrained_file).expanduser()
         if not path.exists():
             raise PretrainedWeightsError(f"pretrained_file {path} for timm model {name!r} does not exist")
-        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+        overlay = dict(file=str(path))
+        if path.with_name("manifest.json").exists():      # phantom weights: no classifier, the model's channels
+            overlay.update(num_classes=0, input_size=(kwargs.get("in_chans", 3), 224, 224))
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     try:
         return timm.create_model(name, pretrained=True, **kwargs)
     except Exception as err:  # hub unreachable, cache empty, offline mode, ...
