@@ -154,16 +154,20 @@ def pretrain(name: str, in_chans: int = 1, kwargs: dict | None = None, progress:
 
 
 def backbones(profile: str = "demo") -> dict[str, tuple[str, int, dict]]:
-    """Every paper's backbone in `profile`: {'<paper> [<label>]': (timm name, in_chans, kwargs)}."""
+    """Every method's backbones in `profile` (`bac.models.METHODS`): {'<method>[ <role>]': (timm name, in_chans,
+    kwargs)}: its `backbone`, its CAM classifier's (`cls_backbone`) and each of its named `backbones`."""
     from bac.config import resolve
+    from bac.models import METHODS
     out = {}
-    for paper in ("ren2019", "li2021", "chen2022", "liu2024", "baseline"):
+    for paper in METHODS:
         c = resolve(profile, paper)
-        out[paper] = (c["backbone"], c.get("in_chans", 1), dict(c["backbone_kwargs"]))
+        if c.get("backbone"):
+            out[paper] = (c["backbone"], c.get("in_chans", 1), dict(c.get("backbone_kwargs") or {}))
         if c.get("cls_backbone"):
             out[f"{paper} classifier"] = (c["cls_backbone"], 1, dict(c.get("cls_backbone_kwargs") or {}))
-    for label, spec in resolve(profile, "zheng2024")["backbones"].items():
-        out[f"zheng2024 {label}"] = (spec["name"], 1, dict(spec["kwargs"]))
+        for label, spec in (c.get("backbones") or {}).items():     # {label: {name, kwargs}} or {label: (name, kwargs)}
+            name, kwargs = (spec["name"], spec.get("kwargs")) if isinstance(spec, dict) else spec
+            out[f"{paper} {label}"] = (name, c.get("in_chans", 1), dict(kwargs or {}))
     return out
 
 
