@@ -62,6 +62,7 @@ def main(argv=None) -> int:
     pt.add_argument("--profile", default="demo", choices=["smoke", "demo", "full"],
                     help="whose paper backbones (their arguments and input channels)")
     pt.add_argument("--images", type=int, help="phantoms to train on (default: bac.pretrain.DEFAULTS)")
+    pt.add_argument("--epochs", type=int, help="passes over the phantoms (default: bac.pretrain.DEFAULTS)")
     pt.add_argument("--size", type=int, help="input px (default: bac.pretrain.DEFAULTS)")
     pt.add_argument("--seed", type=int)
     pt.add_argument("--workers", type=int, help="loader processes rendering phantoms")
@@ -69,8 +70,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.cmd == "pretrain":
         from bac import pretrain
-        settings = {k: v for k, v in dict(images=a.images, size=a.size, seed=a.seed, workers=a.workers).items()
-                    if v is not None}
+        asked = dict(images=a.images, epochs=a.epochs, size=a.size, seed=a.seed, workers=a.workers)
+        settings = {k: v for k, v in asked.items() if v is not None}
         todo = {}
         for paper, (name, chans, kwargs) in pretrain.backbones(a.profile).items():
             if not a.backbone or name == a.backbone:

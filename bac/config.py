@@ -130,6 +130,15 @@ SECTIONS: dict[str, Settings] = {
         # batch 8 of 800 px Faster R-CNN R50 training: ~7 GB, OOM on a shared CPU box
         dry_run=because("a CPU check: a few images, batches of 2", n_show=2, bench_n=1, score_n=4, det_train_n=4,
                         unet_train_n=4, ref_n=4, det_bs=2, unet_bs=2)),
+    # notebooks/03: phantom pretraining (`bac.pretrain`). live_*: the pretraining the notebook runs itself (the
+    # baseline's backbone; the full profile's is `bac pretrain`'s default budget); n_show: phantoms shown.
+    "pretrain": Settings(
+        full=dict(n_show=8, live_images=20000, live_epochs=4, live_size=128, live_held_out=512),
+        smoke=because("CI: a few phantoms, one epoch at 48 px", n_show=4, live_images=96, live_epochs=1, live_size=48,
+                      live_held_out=32),
+        demo=because("a laptop CPU: a minute's pretraining to watch (the measured budget is `bac pretrain`'s: "
+                     "benchmarks/results/pretrain*.json)", live_images=2000, live_epochs=3, live_size=96,
+                     live_held_out=256)),
     # notebooks/90: each method's final model (its section's settings) on the official split; reused from the
     # method notebook's checkpoint when it is exactly what would be trained here, else retrained. latency_n: test
     # images timed one by one on one CPU thread (file -> preprocessing -> model).

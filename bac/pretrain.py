@@ -32,7 +32,9 @@ import torch
 from torch import nn
 
 # One budget for every backbone (a CPU's: minutes for the demo's stand-ins; override for a GPU); `key` hashes it.
-DEFAULTS = dict(images=20000, size=128, long_side=384, bs=32, lr=2e-3, wd=0.05, seed=0, workers=2)
+DEFAULTS = dict(images=20000, epochs=4, held_out=512, size=128, long_side=384, bs=32, lr=2e-3, wd=0.05, seed=0,
+                workers=2, device="cuda" if torch.cuda.is_available() else "cpu")
+NOT_IN_KEY = ("workers", "held_out", "device")      # how, not what, is trained (a GPU differs in the last bits)
 STAGES = ("absent", "narrow", "equal", "capped", "fusing", "fused")
 AGE_MEAN, AGE_SD = 120.0, 50.0
 
@@ -103,7 +105,7 @@ def key(name: str, in_chans: int, kwargs: dict, settings: dict) -> str:
     from bac.data import code_version
     what = dict(name=name, in_chans=in_chans, kwargs=kwargs, code=code_version("pretrain.py", "data/synth.py",
                                                                                 "preprocess/markers.py"),
-                settings={k: v for k, v in settings.items() if k != "workers"})
+                settings={k: v for k, v in settings.items() if k not in NOT_IN_KEY})
     return f"{name}-{hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]}"
 
 
@@ -113,42 +115,78 @@ def weights_path(name: str, in_chans: int = 1, kwargs: dict | None = None, **set
     return cache_root() / "pretrained" / key(name, in_chans, dict(kwargs or {}), s) / "backbone.safetensors"
 
 
+def rendered(n: int, size: int, long_side: int, seed: int, workers: int = 2, progress: bool = True) -> dict:
+    """`Phantoms(n, size, long_side, seed)` as tensors {x, male, age, present, stages}, rendered once (by `workers`
+    processes: rendering costs ~10x a training step of the demo's backbones) and kept under
+    `<cache>/pretrained/phantoms-<key>.npz`, the key their settings and the generator's code."""
+    from tqdm.auto import tqdm
+
+    from bac.data import cache_root, code_version
+    what = dict(n=n, size=size, long_side=long_side, seed=seed,
+                code=code_version("pretrain.py", "data/synth.py", "preprocess/markers.py"))
+    digest = hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_root() / "pretrained" / f"phantoms-{digest}.npz"
+    names = ("x", "male", "age", "present", "stages")
+    if not path.exists():
+        loader = torch.utils.data.DataLoader(Phantoms(n, size, long_side, seed), batch_size=64, num_workers=workers)
+        parts = [b for b in tqdm(loader, desc=f"render {n} phantoms", disable=not progress, leave=False)]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **{k: torch.cat([b[j] for b in parts]).numpy() for j, k in enumerate(names)})
+        tmp.replace(path)
+    with np.load(path) as z:
+        return {k: torch.from_numpy(z[k]) for k in names}
+
+
 def pretrain(name: str, in_chans: int = 1, kwargs: dict | None = None, progress: bool = True, **settings) -> Path:
-    """Train `name` (timm, `kwargs`) on `images` phantoms; save its backbone's weights and manifest; their path."""
+    """Train `name` (timm, `kwargs`) for `epochs` over `images` phantoms (rendered once, `rendered`); save its
+    backbone's weights and a manifest (settings, times, the training loss and the age MAE on `held_out` phantoms of
+    another seed after every epoch); their path."""
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
     s, kwargs = {**DEFAULTS, **settings}, dict(kwargs or {})
     path = weights_path(name, in_chans, kwargs, **s)
-    torch.manual_seed(s["seed"])
-    model = Pretrainer(name, in_chans, s["size"], **kwargs)
-    data = Phantoms(s["images"], s["size"], s["long_side"], s["seed"])
-    loader = torch.utils.data.DataLoader(data, batch_size=s["bs"], num_workers=s["workers"], drop_last=True,
-                                         persistent_workers=False)
-    steps = len(loader)
+    t0 = time.time()
+    data = rendered(s["images"], s["size"], s["long_side"], s["seed"], s["workers"], progress)
+    held = rendered(s["held_out"], s["size"], s["long_side"], s["seed"] + 10_000, s["workers"], progress)
+    t_render = time.time() - t0
+    steps = s["images"] // s["bs"]
     if steps < 1:
         raise ValueError(f"images={s['images']} is fewer than one batch of bs={s['bs']}: ask for more images")
+    torch.manual_seed(s["seed"])
+    model = Pretrainer(name, in_chans, s["size"], **kwargs).to(s["device"])
+    data, held = ({k: v.to(s["device"]) for k, v in d.items()} for d in (data, held))   # a GPU holds them whole
     opt = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s["wd"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s["lr"], total_steps=steps)
-    every, curve, run, t0 = max(1, steps // 50), [], [], time.time()
-    model.train()
-    for step, (x, male, age, present, stages) in enumerate(tqdm(loader, desc=f"pretrain {name} on phantoms",
-                                                                disable=not progress, leave=False)):
-        loss, mae = loss_of(model(x, male), age, present, stages)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        run.append((float(loss.detach()), float(mae)))
-        if (step + 1) % every == 0 or step + 1 == steps:
-            curve.append(dict(images=(step + 1) * s["bs"], loss=round(float(np.mean([r[0] for r in run])), 4),
-                              age_mae=round(float(np.mean([r[1] for r in run])), 2)))
-            run = []
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s["lr"], total_steps=steps * s["epochs"])
+    order = torch.Generator().manual_seed(s["seed"])
+    curve, t1 = [], time.time()
+    for epoch in tqdm(range(s["epochs"]), desc=f"pretrain {name} on phantoms", disable=not progress, leave=False):
+        model.train()
+        losses, maes = [], []
+        for idx in torch.randperm(len(data["x"]), generator=order)[:steps * s["bs"]].view(steps, s["bs"]).tolist():
+            loss, mae = loss_of(model(data["x"][idx], data["male"][idx]), data["age"][idx], data["present"][idx],
+                                data["stages"][idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            maes.append(float(mae))
+        model.eval()
+        with torch.no_grad():
+            out = torch.cat([model(data_x, male)[0] for data_x, male in
+                             zip(held["x"].split(256), held["male"].split(256))])
+        curve.append(dict(epoch=epoch + 1, images=(epoch + 1) * steps * s["bs"], loss=round(float(np.mean(losses)), 4),
+                          age_mae=round(float(np.mean(maes)), 2),
+                          held_out_age_mae=round(float((out * AGE_SD + AGE_MEAN - held["age"]).abs().mean()), 2)))
+    model.cpu()
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.backbone.state_dict().items()}, str(path))
     from bac.data import code_version
-    manifest = dict(backbone=name, in_chans=in_chans, kwargs=kwargs, settings=s, steps=steps,
-                    seconds=round(time.time() - t0, 1), generator=code_version("data/synth.py"),
-                    code=code_version(), torch=torch.__version__, curve=curve)
+    manifest = dict(backbone=name, in_chans=in_chans, kwargs=kwargs, settings=s, steps=steps * s["epochs"],
+                    render_seconds=round(t_render, 1), train_seconds=round(time.time() - t1, 1),
+                    held_out_mean_predictor=round(float((held["age"] - data["age"].mean()).abs().mean()), 2),
+                    generator=code_version("data/synth.py"), code=code_version(), torch=torch.__version__, curve=curve)
     path.with_name("manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
     return path
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from bac import pretrain
 
-TINY = dict(images=24, size=48, long_side=160, bs=8, lr=3e-3, workers=0)
+TINY = dict(images=24, epochs=1, held_out=8, size=48, long_side=160, bs=8, lr=3e-3, workers=0)
 SMALL_RESNET = dict(channels=(8, 16, 16, 16), stem_width=8)
 
 
