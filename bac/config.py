@@ -219,6 +219,11 @@ def _literal(value: str):
         return value
 
 
+def _a_method_setting(key: str, profile: str) -> bool:
+    from bac import models
+    return any(key in section(m).of(profile) for m in models.METHODS)
+
+
 def resolve(profile: str = "smoke", paper: str | None = None, *, data_dir: str = "", seed: int = 0,
             out_dir: str = "", dry_run: bool = False, overrides: str | dict = "", command: str = "",
             **fields) -> Config:
@@ -239,6 +244,8 @@ def resolve(profile: str = "smoke", paper: str | None = None, *, data_dir: str =
     extra = parse_overrides(overrides) if isinstance(overrides, str) else dict(overrides)
     extra.update(fields)
     for key, value in extra.items():
+        if key not in cfg and paper == "comparison" and _a_method_setting(key, profile):
+            continue                # notebook 90 passes it on to each method that has it (`predict.comparison_model`)
         if key not in cfg:
             raise ValueError(f"override {key!r} is not a setting of {paper or 'common'} under {profile!r}; "
                              f"settings: {', '.join(sorted(cfg))}")

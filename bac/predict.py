@@ -259,13 +259,16 @@ RUN_FACTS = ("command", "out_dir")
 def comparison_model(paper: str, cfg, df, progress: bool = False):
     """(model, meta, how, checkpoint path) of `paper`'s final model on the official split `df`, for notebook 90.
 
-    Reuses the paper notebook's checkpoint, or one this notebook saved before, when it is exactly what would be
-    trained now (same code and settings: `same_run`); otherwise trains it with the module's `fit_final` and saves it
-    under `<out>/comparison/checkpoints/<paper>.safetensors`.
+    The method's settings are its profile's with the overrides of `cfg` that are its settings (`bac run --set`
+    gives every notebook the same). Reuses the paper notebook's checkpoint, or one this notebook saved before, when
+    it is exactly what would be trained now (same code and settings: `same_run`); otherwise trains it with the
+    module's `fit_final` and saves it under `<out>/comparison/checkpoints/<paper>.safetensors`.
     """
     from bac import config
+    known = {**config.COMMON.of(cfg["profile"]), **config.section(paper).of(cfg["profile"])}
     pcfg = config.resolve(cfg["profile"], paper, data_dir=cfg.get("data_dir", ""), seed=cfg["seed"],
-                          out_dir=cfg["out_dir"], dry_run=cfg.get("dry_run", False))
+                          out_dir=cfg["out_dir"], dry_run=cfg.get("dry_run", False),
+                          overrides={k: v for k, v in (cfg.get("overrides") or {}).items() if k in known})
     if df.attrs.get("split_scheme") != "official":
         raise ValueError(f"comparison_model compares on the official split; df has {df.attrs.get('split_scheme')!r}")
     own = final_path(cfg["out_dir"], paper)

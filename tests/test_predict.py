@@ -149,3 +149,24 @@ def test_latency_runs_the_localiser_afresh(checkpoint, images, tmp_path, monkeyp
     r = predict.latency(net, meta, [str(p) for p in pngs], [1, 0], threads=1)
     assert r["n"] == 1 and r["preprocess_s"] > 0 and r["total_s"] == pytest.approx(r["preprocess_s"] + r["forward_s"])
     assert not (tmp_path / "cache" / "localised").exists()
+
+
+def test_notebook_90_gives_each_method_the_runs_overrides(monkeypatch):
+    """`bac run --set` gives every notebook the same overrides: notebook 90 accepts a method's setting (it has
+    none of its own by that name) and resolves each method with the overrides that are its settings, so that it
+    finds the method notebook's checkpoint instead of training the profile's defaults again."""
+    from bac import config
+    cfg = config.resolve("smoke", "comparison", overrides="pretrained='phantom',epochs=2,n_boot=50")
+    assert cfg.n_boot == 50 and cfg.overrides == {"pretrained": "phantom", "epochs": 2, "n_boot": 50}
+    with pytest.raises(ValueError, match="nonsense"):
+        config.resolve("smoke", "comparison", overrides="nonsense=1")
+    seen = {}
+
+    def spy(profile, paper=None, **kw):
+        seen[paper] = kw["overrides"]
+        raise RuntimeError("resolved")
+
+    monkeypatch.setattr(config, "resolve", spy)
+    with pytest.raises(RuntimeError, match="resolved"):
+        predict.comparison_model("li2021", cfg, df=None)
+    assert seen["li2021"] == {"pretrained": "phantom", "epochs": 2}
