@@ -79,3 +79,15 @@ def test_phantoms_are_drawn_from_index_and_seed():
     assert x.shape == (1, 48, 48) and x.dtype == torch.uint8 and 0 <= float(age) <= 240
     assert present.shape == (30,) and stages.shape == (21,) and float(stages.max()) <= 1
     assert np.isin(stages.numpy() * 5, np.arange(6)).all()
+
+
+def test_phantoms_are_rendered_once_and_every_epoch_is_on_the_curve(monkeypatch):
+    path = pretrain.pretrain("resnet10t", 1, SMALL_RESNET, progress=False, images=32, epochs=3)
+    manifest = json.loads(path.with_name("manifest.json").read_text())
+    assert [c["epoch"] for c in manifest["curve"]] == [1, 2, 3] and manifest["steps"] == 12
+    assert all(c["held_out_age_mae"] >= 0 for c in manifest["curve"]) and manifest["held_out_mean_predictor"] > 0
+    monkeypatch.setattr(pretrain.Phantoms, "__getitem__", lambda self, i: 1 / 0)     # no rendering from now on
+    path.unlink()
+    assert pretrain.pretrain("resnet10t", 1, SMALL_RESNET, progress=False, images=32, epochs=3).exists()
+    with pytest.raises(ZeroDivisionError):    # other phantoms are rendered
+        pretrain.rendered(8, TINY["size"], TINY["long_side"], seed=5, workers=0, progress=False)
