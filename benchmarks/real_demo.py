@@ -92,11 +92,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--synthetic", action="store_true", help="the built-in phantoms instead of the real sample")
     ap.add_argument("--from", dest="reports", default="", help="collect from these reports (no run)")
     ap.add_argument("--name", default="real_demo", help="benchmarks/results/<name>.json")
+    ap.add_argument("--only", default="10_*,20_*,30_*,40_*,50_*,60_*,90_*",
+                    help="the notebooks to run (90 trains the final models that are not there)")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bac-real-demo-"))
     out = Path(args.reports or args.keep or work / "reports")
     cmd = [sys.executable, "-m", "bac", "run", "--profile", "demo", "--out", str(out), "--seeds", str(args.seeds),
-           "--only", "10_*,20_*,30_*,40_*,50_*,60_*,90_*", "--no-progress"]
+           "--only", args.only, "--no-progress"]
     env, ids = dict(os.environ), {}
     if not args.synthetic:
         sample = Path(args.sample)
