@@ -2,10 +2,11 @@
 
 No ImageNet weights can be downloaded on many machines (CI, this project's CPU box), so the demo trains every
 backbone from scratch. The built-in phantoms are unlimited, labelled, and carry bone age the way the atlases read
-it, so a backbone can first learn to see hands on them. `pretrain` renders phantoms on the fly
-(`bac.data.synth.render`, ages and sexes drawn as RSNA's training set has them; markers erased as
-`bac.data.rsna.read_image` erases a film's), letterboxes them to `size` px (the `plain` pipeline) and trains the
-timm backbone with a head that reads its pooled features and the sex. Targets, all free from the generator:
+it, so a backbone can first learn to see hands on them. `pretrain` renders `images` phantoms once (`rendered`:
+`bac.data.synth.render`, ages and sexes drawn as RSNA's training set has them; markers erased as
+`bac.data.rsna.read_image` erases a film's; letterboxed to `size` px, the `plain` pipeline; cached, since
+rendering costs ~10x a training step) and trains the timm backbone for `epochs` over them, with a head that reads
+its pooled features and the sex. Targets, all free from the generator:
 
 - the bone age (L1 on the standardised age: (age - 120) / 50),
 - which bones are present (carpals, epiphyses, sesamoid: binary cross-entropy, 30 outputs),
@@ -13,12 +14,14 @@ timm backbone with a head that reads its pooled features and the sex. Targets, a
 
 Every image is drawn from its index and the seed (`synth.image_seed`), so the weights depend on the settings and
 the seed only, not on the number of loader workers. The backbone's weights (timm's own key names, no classifier:
-`num_classes=0`) are saved as safetensors with a manifest (settings, generator and code version, loss curve)
+`num_classes=0`) are saved as safetensors with a manifest (settings, generator and code version, times, the
+training loss and a held-out age MAE per epoch)
 under `<cache>/pretrained/<name>-<key>/`, the key a hash of everything that determines them.
 `bac.models.pretrained.create(name, pretrained="phantom")` loads them the way timm loads ImageNet weights
 (pretraining first when they are not there); `bac pretrain` makes them from the command line.
 
-Used in: `bac.models.pretrained`, `bac pretrain`.
+Measured in notebooks/03_phantom_pretraining.ipynb (`benchmarks/pretrain_transfer.py`). Used in:
+`bac.models.pretrained`, `bac pretrain`.
 """
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 There is no network at run time on CI and many clusters: `pretrained=True` then needs the weights in
 the Hugging Face cache (HF_HOME) or a local file passed as `pretrained_file`. `pretrained="phantom"` loads
-weights pretrained on the built-in phantoms instead (`bac.pretrain`; work in progress, issue 21: not yet measured,
-no profile uses it by default).
+weights pretrained on the built-in phantoms instead (`bac.pretrain`; measured in notebook 03, no profile uses it
+by default).
 
 Used in: every paper notebook (through `bac.models.<paper id>`).
 """
