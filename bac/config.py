@@ -244,8 +244,9 @@ def resolve(profile: str = "smoke", paper: str | None = None, *, data_dir: str =
     extra = parse_overrides(overrides) if isinstance(overrides, str) else dict(overrides)
     extra.update(fields)
     for key, value in extra.items():
-        if key not in cfg and paper == "comparison" and _a_method_setting(key, profile):
-            continue                # notebook 90 passes it on to each method that has it (`predict.comparison_model`)
+        if key not in cfg and paper in SECTIONS and _a_method_setting(key, profile):
+            continue    # `bac run --set` gives every notebook the same overrides: a method's setting is not a
+            #             notebook section's (90 passes it on to each method that has it: `predict.comparison_model`)
         if key not in cfg:
             raise ValueError(f"override {key!r} is not a setting of {paper or 'common'} under {profile!r}; "
                              f"settings: {', '.join(sorted(cfg))}")

@@ -160,6 +160,10 @@ def test_notebook_90_gives_each_method_the_runs_overrides(monkeypatch):
     assert cfg.n_boot == 50 and cfg.overrides == {"pretrained": "phantom", "epochs": 2, "n_boot": 50}
     with pytest.raises(ValueError, match="nonsense"):
         config.resolve("smoke", "comparison", overrides="nonsense=1")
+    for section in ("data", "preprocess", "pretrain"):      # the other notebooks of a `bac run --set` run
+        assert config.resolve("smoke", section, overrides="pretrained='phantom'").overrides == {"pretrained": "phantom"}
+    with pytest.raises(ValueError, match="live_images"):      # a method does not take a section's setting
+        config.resolve("smoke", "li2021", overrides="live_images=4")
     seen = {}
 
     def spy(profile, paper=None, **kw):
